@@ -1,0 +1,63 @@
+# The two commands a new user needs: `make run` and `make test`.  Everything
+# else here is a step they depend on, or a tool for developers.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PYTHON    := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+MODEL     := models/wismo.tar.gz
+DATA      := $(shell find data -type f -name '*.yml' 2>/dev/null)
+export SQLALCHEMY_SILENCE_UBER_WARNING := 1
+
+# The first Python 3.8-3.10 found (Rasa 3.6 does not run on 3.11+).
+PY_CANDIDATES := $(PYTHON_FOR_VENV) python3.10 python3.9 python3.8 \
+	$(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) \
+	$(wildcard /usr/local/bin/python3.10 /usr/bin/python3.10) python3
+find_python = $(firstword $(foreach c,$(PY_CANDIDATES),$(shell $(c) -c 'import sys; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 10))' >/dev/null 2>&1 && echo $(c))))
+
+.PHONY: help run test setup install train validate shell clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+run: setup $(MODEL) ## set everything up and start the assistant
+	@$(PYTHON) -m bot run
+
+test: setup $(MODEL) ## set everything up and run the whole test suite
+	$(PYTHON) -m pytest
+
+setup: $(INSTALLED) ## install, migrate the store, seed demo data when empty
+	@$(PYTHON) -m bot setup
+
+install: $(INSTALLED) ## create .venv and install the pinned dependencies
+
+$(INSTALLED): requirements.txt constraints.txt
+	@if [ ! -x $(PYTHON) ]; then \
+	  py="$(find_python)"; \
+	  if [ -z "$$py" ]; then \
+	    echo "No Python 3.8-3.10 found (Rasa 3.6 needs one). Install python3.10 (e.g. 'apt install python3.10-venv' or 'pyenv install 3.10') or set PYTHON_FOR_VENV=/path/to/python3.10." >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "Creating $(VENV) with $$py"; \
+	  $$py -m venv $(VENV) || exit 1; \
+	fi
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements.txt -c constraints.txt
+	@touch $@
+
+train: $(MODEL) ## train the model if data/, config.yml or domain.yml changed
+
+$(MODEL): $(INSTALLED) config.yml domain.yml $(DATA)
+	$(VENV)/bin/rasa train --fixed-model-name wismo --out models
+	@touch $@
+
+validate: $(INSTALLED) ## check the training data and domain
+	$(VENV)/bin/rasa data validate --fail-on-warnings
+
+shell: setup $(MODEL) ## chat in the terminal (starts the action server too)
+	@$(PYTHON) -m bot shell
+
+clean: ## remove the virtualenv, trained models and local databases
+	rm -rf $(VENV) models/*.tar.gz .rasa .pytest_cache
+	rm -f wismo.db rasa_tracker.db

@@ -1,0 +1,163 @@
+"""`python -m bot ...`: the commands a shop's team runs.
+
+    setup                 migrate, add built-in carriers, seed demo data when the store is empty
+    migrate               bring the schema up to date
+    seed-demo             replace the demo orders with a fresh set for today
+    demo-orders [--json]  one order per demo scenario, to try each conversation
+    import orders FILE    orders and shipments from CSV or JSON
+    import events FILE    carrier tracking events from CSV or JSON
+    check-settings        validate .env and the environment
+    run                   start the action server and the Rasa server
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from bot.config import Settings, SettingsError, get_settings
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot import db
+
+    db.migrate()
+    print(f"Store schema is up to date ({_safe_url(settings.database_url)}).")
+    return 0
+
+
+def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
+    from bot import db
+    from bot.demo import demo_is_stale, seed_demo
+    from bot.store import count_orders, sync_carriers
+
+    db.migrate()
+    now = _now()
+    with db.session_scope() as session:
+        added = sync_carriers(session=session)
+        total = count_orders(session=session)
+        demo = count_orders(session=session, source="demo")
+        if args.demo == "never":
+            action = "left as it is"
+        elif total == 0 or args.demo == "always":
+            action = f"seeded with {seed_demo(session=session, settings=settings, now=now)} demo orders"
+        elif demo and demo_is_stale(session=session, settings=settings, now=now):
+            action = f"demo orders refreshed for today ({seed_demo(session=session, settings=settings, now=now)})"
+        else:
+            action = f"has {total} orders, left as they are"
+    print(f"Store ready at {_safe_url(settings.database_url)}: {added} carrier rows added; {action}.")
+    return 0
+
+
+def cmd_seed_demo(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot import db
+    from bot.demo import seed_demo
+
+    db.migrate()
+    with db.session_scope() as session:
+        count = seed_demo(session=session, settings=settings, now=_now())
+    print(f"Seeded {count} demo orders (imported orders are untouched).")
+    return 0
+
+
+def cmd_demo_orders(settings: Settings, args: argparse.Namespace) -> int:
+    from bot import db
+    from bot.demo import showcase
+
+    with db.session_factory()() as session:
+        try:
+            rows = showcase(session=session, settings=settings, now=_now())
+        except LookupError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{'scenario':<27} {'order':<8} {'email':<32} {'postcode':<9} {'status':<22} promised")
+    for row in rows:
+        print(f"{row['scenario']:<27} {row['order_number']:<8} {row['email']:<32} {row['postcode']:<9} "
+              f"{row['status']:<22} {row['promised_date']}")
+    return 0
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from bot import db
+    from bot.importer import ImportFailed, import_events, import_orders
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"{path}: no such file", file=sys.stderr)
+        return 2
+    try:
+        with db.session_scope() as session:
+            if args.kind == "orders":
+                report = import_orders(session=session, path=path, settings=settings)
+            else:
+                report = import_events(session=session, path=path, settings=settings)
+    except ImportFailed as exc:
+        print(f"Nothing was imported; fix these and try again:\n" + "\n".join(f"  {p}" for p in exc.problems),
+              file=sys.stderr)
+        return 1
+    print(f"Imported {path.name}: {report.summary()}.")
+    return 0
+
+
+def cmd_check_settings(settings: Settings, _args: argparse.Namespace) -> int:
+    print(f"Settings are valid ({settings.env}); store at {_safe_url(settings.database_url)}.")
+    return 0
+
+
+def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot.runner import StartupError, serve
+
+    try:
+        return serve(settings)
+    except StartupError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m bot", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = root.add_subparsers(dest="command", required=True)
+    setup = sub.add_parser("setup", help="migrate, add carriers, seed demo data when empty")
+    setup.add_argument("--demo", choices=("auto", "always", "never"), default="auto",
+                       help="auto: seed when the store is empty and refresh stale demo orders (default)")
+    setup.set_defaults(func=cmd_setup)
+    sub.add_parser("migrate", help="bring the schema up to date").set_defaults(func=cmd_migrate)
+    sub.add_parser("seed-demo", help="replace the demo orders for today").set_defaults(func=cmd_seed_demo)
+    demo = sub.add_parser("demo-orders", help="one order per demo scenario")
+    demo.add_argument("--json", action="store_true", help="print JSON")
+    demo.set_defaults(func=cmd_demo_orders)
+    imp = sub.add_parser("import", help="import orders or carrier events from CSV or JSON")
+    imp.add_argument("kind", choices=("orders", "events"))
+    imp.add_argument("file")
+    imp.set_defaults(func=cmd_import)
+    sub.add_parser("check-settings", help="validate settings").set_defaults(func=cmd_check_settings)
+    sub.add_parser("run", help="start the assistant").set_defaults(func=cmd_run)
+    return root
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return int(args.func(settings, args))

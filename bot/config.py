@@ -1,0 +1,229 @@
+"""Every setting of the assistant, read once from the environment (and `.env`).
+
+Settings are validated when they are loaded, so a mistyped value stops the
+assistant at start-up with a message naming the variable, instead of surfacing
+as a wrong answer to a shopper later.  Nothing here runs at import time:
+call :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Dict, FrozenSet, List, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, Field, ValidationError, validator
+
+from bot.carriers import CANONICAL_STATUSES
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Secrets that ship in `.env.example`; refused outside development.
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "dev-token-change-me"})
+
+
+class SettingsError(Exception):
+    """A setting is missing or has a value the assistant cannot use."""
+
+
+def _status_set(value: object) -> FrozenSet[str]:
+    if isinstance(value, (set, frozenset, list, tuple)):
+        items = [str(v).strip() for v in value]
+    else:
+        items = [part.strip() for part in str(value).split(",")]
+    statuses = frozenset(item for item in items if item)
+    unknown = sorted(statuses - set(CANONICAL_STATUSES))
+    if unknown:
+        raise ValueError(
+            f"unknown status {', '.join(unknown)}; "
+            f"use any of {', '.join(CANONICAL_STATUSES)}"
+        )
+    return statuses
+
+
+class Policy(BaseModel):
+    """The shop's rules for delays, claims and address changes."""
+
+    grace_days: int = Field(1, ge=0, le=30)
+    stalled_business_days: int = Field(3, ge=1, le=60)
+    lost_business_days: int = Field(10, ge=2, le=120)
+    delivered_wait_days: int = Field(2, ge=0, le=60)
+    late_claim_days: int = Field(7, ge=1, le=120)
+    goodwill_after_days_late: int = Field(3, ge=0, le=120)
+    goodwill_code: str = "SORRY10"
+    human_value_threshold: Decimal = Field(Decimal("250"), ge=0)
+    repeat_claim_window_days: int = Field(90, ge=0, le=3650)
+    address_change_direct_statuses: FrozenSet[str] = frozenset({"pending"})
+    address_redirect_statuses: FrozenSet[str] = frozenset(
+        {"info_received", "in_transit", "failed_attempt"}
+    )
+    verify_max_failures_per_conversation: int = Field(3, ge=1, le=20)
+    verify_max_failures_per_order_hour: int = Field(5, ge=1, le=100)
+
+    class Config:
+        frozen = True
+
+    _statuses = validator(
+        "address_change_direct_statuses", "address_redirect_statuses", pre=True, allow_reuse=True
+    )(_status_set)
+
+    @validator("lost_business_days")
+    def _lost_after_stalled(cls, value: int, values: Dict[str, object]) -> int:
+        stalled = values.get("stalled_business_days")
+        if isinstance(stalled, int) and value <= stalled:
+            raise ValueError(
+                f"must be greater than POLICY_STALLED_BUSINESS_DAYS ({stalled}): "
+                "a parcel is stalled before it is presumed lost"
+            )
+        return value
+
+    @validator("goodwill_code")
+    def _goodwill_code(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{0,40}", value):
+            raise ValueError("letters, digits, '-' and '_' only, at most 40 characters")
+        return value
+
+
+class Settings(BaseModel):
+    """Runtime settings; see `.env.example` for what each one does."""
+
+    env: str = "development"
+    database_url: str = "sqlite:///wismo.db"
+    shop_name: str = "Wild Sparrow Home"
+    shop_timezone: str = "Europe/Amsterdam"
+    shop_currency: str = "EUR"
+    order_number_prefix: str = "WS-"
+    rasa_host: str = "127.0.0.1"
+    rasa_port: int = Field(5005, ge=1, le=65535)
+    action_port: int = Field(5055, ge=1, le=65535)
+    rasa_auth_token: str = "dev-token-change-me"
+    rasa_cors_origins: str = "*"
+    rasa_endpoints: str = "endpoints.yml"
+    rasa_credentials: str = "credentials.yml"
+    policy: Policy = Policy()
+
+    class Config:
+        frozen = True
+
+    @validator("env")
+    def _env(cls, value: str) -> str:
+        if value not in {"development", "production", "test"}:
+            raise ValueError("must be development, production or test")
+        return value
+
+    @validator("database_url")
+    def _database_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL ({exc})") from None
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise ValueError("only sqlite:/// and postgresql:// URLs are supported")
+        return value
+
+    @validator("shop_timezone")
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not an IANA time zone such as Europe/Amsterdam") from None
+        return value
+
+    @validator("shop_currency")
+    def _currency(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]{3}", value):
+            raise ValueError("an ISO 4217 code such as EUR")
+        return value
+
+    @validator("action_port")
+    def _ports_differ(cls, value: int, values: Dict[str, object]) -> int:
+        if value == values.get("rasa_port"):
+            raise ValueError("must differ from RASA_PORT")
+        return value
+
+    @validator("rasa_auth_token")
+    def _token(cls, value: str, values: Dict[str, object]) -> str:
+        if values.get("env") == "production" and value.strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("set a real secret in production (it protects the Rasa HTTP API)")
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.shop_timezone)
+
+    @property
+    def action_endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.action_port}/webhook"
+
+    def path(self, relative: str) -> Path:
+        """Resolve a path setting against the project root."""
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
+
+
+#: environment variable -> field.  Policy fields use the POLICY_ prefix.
+_TOP_LEVEL = {name: name.upper() for name in Settings.__fields__ if name != "policy"}
+_TOP_LEVEL["env"] = "BOT_ENV"
+_POLICY = {name: f"POLICY_{name.upper()}" for name in Policy.__fields__}
+
+
+def env_variable_names() -> Dict[str, str]:
+    """Every environment variable the settings read, mapped to its field."""
+    names = {env: field for field, env in _TOP_LEVEL.items()}
+    names.update({env: f"policy.{field}" for field, env in _POLICY.items()})
+    return names
+
+
+def load_settings(
+    environ: Optional[Dict[str, str]] = None, env_file: Optional[Path] = None
+) -> Settings:
+    """Build settings from `.env` overlaid by the process environment.
+
+    Raises:
+        SettingsError: naming every variable whose value is unusable.
+    """
+    source: Dict[str, Optional[str]] = {}
+    dotenv_path = env_file if env_file is not None else PROJECT_ROOT / ".env"
+    if dotenv_path.is_file():
+        source.update(dotenv_values(dotenv_path))
+    source.update(os.environ if environ is None else environ)
+
+    top = {field: source[env] for field, env in _TOP_LEVEL.items() if source.get(env) is not None}
+    rules = {field: source[env] for field, env in _POLICY.items() if source.get(env) is not None}
+    problems = []
+    policy = None
+    try:
+        policy = Policy(**rules)
+    except ValidationError as exc:
+        problems += _describe(exc, _POLICY)
+    try:
+        settings = Settings(**top, policy=policy or Policy())
+    except ValidationError as exc:
+        problems += _describe(exc, _TOP_LEVEL)
+    if problems:
+        raise SettingsError(
+            "Invalid settings (in .env or the environment):\n" + "\n".join(problems)
+        )
+    return settings
+
+
+def _describe(exc: ValidationError, names: Dict[str, str]) -> List[str]:
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        lines.append(f"  {names.get(field, field.upper())}: {error['msg']}")
+    return lines
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded on first use."""
+    return load_settings()

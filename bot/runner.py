@@ -1,0 +1,178 @@
+"""Start the action server and the Rasa server together, and stop them together.
+
+`make run` ends here.  Both servers run as child processes in their own
+process groups; Ctrl-C (or SIGTERM) stops both, and if either dies the other
+is stopped too, so nothing is left holding a port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import httpx
+
+from bot.config import PROJECT_ROOT, Settings
+
+STARTUP_TIMEOUT_S = 240.0
+STOP_TIMEOUT_S = 15.0
+
+
+class StartupError(Exception):
+    """The assistant cannot start; the message says why and what to do."""
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already listens on `port` (or holds it bound)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex((host, port)) == 0:
+            return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def latest_model(models_dir: Path) -> Path:
+    models = sorted(models_dir.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    if not models:
+        raise StartupError(f"No trained model in {models_dir}: run `make run` (it trains one) or `make train`.")
+    return models[-1]
+
+
+def check_ports(settings: Settings) -> None:
+    for name, port in (("RASA_PORT", settings.rasa_port), ("ACTION_PORT", settings.action_port)):
+        if port_in_use(port):
+            raise StartupError(
+                f"Port {port} is already in use, so the assistant cannot start there. "
+                f"Stop whatever uses it (`lsof -i :{port}` shows it) or set {name} to another port in .env."
+            )
+
+
+def child_environment(settings: Settings) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["ACTION_ENDPOINT_URL"] = settings.action_endpoint_url
+    env.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def commands(settings: Settings, model: Path) -> Dict[str, List[str]]:
+    bin_dir = Path(sys.executable).parent
+    return {
+        "action server": [
+            sys.executable, "-m", "rasa_sdk", "--actions", "actions",
+            "--port", str(settings.action_port),
+        ],
+        "rasa server": [
+            str(bin_dir / "rasa"), "run",
+            "--model", str(model),
+            "--endpoints", str(settings.path(settings.rasa_endpoints)),
+            "--credentials", str(settings.path(settings.rasa_credentials)),
+            "--interface", settings.rasa_host,
+            "--port", str(settings.rasa_port),
+            "--enable-api", "--auth-token", settings.rasa_auth_token,
+            "--cors", *settings.rasa_cors_origins.split(","),
+        ],
+    }
+
+
+def _ready(settings: Settings) -> bool:
+    try:
+        action = httpx.get(f"http://127.0.0.1:{settings.action_port}/health", timeout=2)
+        status = httpx.get(
+            f"http://127.0.0.1:{settings.rasa_port}/status",
+            params={"token": settings.rasa_auth_token},
+            timeout=2,
+        )
+    except httpx.HTTPError:
+        return False
+    return action.status_code == 200 and status.status_code == 200 and bool(status.json().get("model_file"))
+
+
+def banner(settings: Settings) -> str:
+    host = "localhost" if settings.rasa_host in ("127.0.0.1", "0.0.0.0") else settings.rasa_host
+    base = f"http://{host}:{settings.rasa_port}"
+    return "\n".join(
+        [
+            "",
+            f"  {settings.shop_name} order assistant is ready.",
+            f"  Chat over REST:   curl -s {base}/webhooks/rest/webhook -d '{{\"sender\": \"me\", \"message\": \"hi\"}}'",
+            f"  Socket.io:        {base}/socket.io",
+            f"  Rasa HTTP API:    {base}/status?token=<RASA_AUTH_TOKEN>",
+            f"  Action server:    http://localhost:{settings.action_port}/health",
+            "  Demo orders:      .venv/bin/python -m bot demo-orders",
+            "  Stop with Ctrl-C.",
+            "",
+        ]
+    )
+
+
+def _stop(processes: Dict[str, subprocess.Popen]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for process in processes.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+
+
+def serve(settings: Settings, model: Optional[Path] = None) -> int:
+    """Run both servers until interrupted; returns the exit code."""
+    check_ports(settings)
+    model = model or latest_model(PROJECT_ROOT / "models")
+    env = child_environment(settings)
+    processes: Dict[str, subprocess.Popen] = {}
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for name, argv in commands(settings, model).items():
+            processes[name] = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, start_new_session=True)
+        print(f"Starting the action server (port {settings.action_port}) and Rasa (port {settings.rasa_port}) "
+              f"with {model.name} ...", flush=True)
+        started = time.monotonic()
+        ready = False
+        while not stopping:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    print(f"The {name} stopped (exit code {process.returncode}); stopping the rest.", file=sys.stderr)
+                    return process.returncode or 1
+            if not ready:
+                if _ready(settings):
+                    ready = True
+                    print(banner(settings), flush=True)
+                elif time.monotonic() - started > STARTUP_TIMEOUT_S:
+                    print(f"The servers did not become ready within {STARTUP_TIMEOUT_S:.0f} s.", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        print("Stopping ...", flush=True)
+        return 0
+    finally:
+        _stop(processes)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
