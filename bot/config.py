@@ -149,7 +149,7 @@ class Settings(BaseModel):
             raise ValueError("must differ from RASA_PORT")
         return value
 
-    @validator("rasa_auth_token")
+    @validator("rasa_auth_token", always=True)
     def _token(cls, value: str, values: Dict[str, object]) -> str:
         if values.get("env") == "production" and value.strip().lower() in PLACEHOLDER_SECRETS:
             raise ValueError("set a real secret in production (it protects the Rasa HTTP API)")

@@ -165,6 +165,7 @@ CATALOGUE: Sequence[Tuple[str, str, Decimal]] = (
     ("VASE-GLASS", "Recycled glass vase", Decimal("39.50")),
 )
 ESPRESSO = ("ESPRESSO-PRO", "Lever espresso machine", Decimal("899.00"))
+MODEST_VALUE = Decimal("200")
 
 FIRST_NAMES = (
     "Anna", "Lucas", "Sophie", "Daan", "Emma", "Noah", "Julia", "Finn", "Mila", "Liam",
@@ -287,15 +288,23 @@ class _Builder:
             return "9400" + digits(18)
         return "".join(self.rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ") for _ in range(2)) + digits(9) + "GB"
 
-    def build(self, number: int, scenario: str, first: str, last: str, jitter: int = 0) -> Order:
+    def build(self, number: int, scenario: str, first: str, last: str, jitter: int = 0,
+              modest: bool = False) -> Order:
         base = scenario_plan(scenario, "dhl")
         country = base.country or self.rng.choice(("NL", "NL", "NL", "DE", "DE", "BE", "FR", "GB", "US"))
         carrier = self.rng.choice(CARRIERS_FOR[country])
         plan = scenario_plan(scenario, carrier)
         address = self.rng.choice(ADDRESSES[country])
         customer = self.customer(first, last, country)
-        items = [ESPRESSO] if plan.high_value else self.rng.sample(list(CATALOGUE), plan.item_count)
-        lines = [(sku, name, self.rng.randint(1, 2) if not plan.high_value else 1, price) for sku, name, price in items]
+        if plan.high_value:
+            lines = [(*ESPRESSO[:2], 1, ESPRESSO[2])]
+        else:
+            # Showcase orders stay modest so that only the high-value scenario needs a human.
+            while True:
+                items = self.rng.sample(list(CATALOGUE), plan.item_count)
+                lines = [(sku, name, 1 if modest else self.rng.randint(1, 2), price) for sku, name, price in items]
+                if not modest or sum(qty * price for _, _, qty, price in lines) <= MODEST_VALUE:
+                    break
         value = sum((qty * price for _, _, qty, price in lines), Decimal("0"))
         order = Order(
             number=f"{self.settings.order_number_prefix}{number}",
@@ -362,7 +371,7 @@ def seed_demo(*, session: Session, settings: Settings, now: dt.datetime) -> int:
     random.Random(7).shuffle(names)
     for index, scenario in enumerate(SCENARIOS):
         first, last = names[index]
-        builder.build(SHOWCASE_FIRST_NUMBER + index, scenario, first, last)
+        builder.build(SHOWCASE_FIRST_NUMBER + index, scenario, first, last, modest=True)
     scenarios, weights = zip(*FILLER_WEIGHTS.items())
     for index in range(FILLER_COUNT):
         scenario = builder.rng.choices(scenarios, weights)[0]

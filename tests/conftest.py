@@ -1,0 +1,126 @@
+"""Shared fixtures: a fresh store on SQLite and on the real PostgreSQL server.
+
+Store tests take the `engine` fixture and run once per backend.  PostgreSQL is
+the server named by TEST_POSTGRES_URL (default: the local one); each test run
+creates its own databases there and drops them afterwards.  When that server
+cannot be reached the PostgreSQL variants are skipped, with the reason shown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session
+
+from bot import db
+from bot.config import Settings, load_settings
+from bot.demo import seed_demo
+from bot.models import Base
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+# A Wednesday afternoon in the shop's time zone: every demo timeline is relative to it.
+NOW = dt.datetime(2026, 11, 18, 14, 30, tzinfo=dt.timezone.utc)
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pg_admin_url() -> str:
+    return os.environ.get("TEST_POSTGRES_URL") or load_settings_env("TEST_POSTGRES_URL") or DEFAULT_PG
+
+
+def load_settings_env(name: str) -> str:
+    from dotenv import dotenv_values
+
+    env_file = Path(__file__).resolve().parent.parent / ".env"
+    return (dotenv_values(env_file).get(name) or "") if env_file.is_file() else ""
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """Defaults, whatever the developer's .env says, so results do not depend on it."""
+    return load_settings(environ={}, env_file=Path("/nonexistent"))
+
+
+class _Databases:
+    """Creates and drops throw-away databases on one backend."""
+
+    def __init__(self, backend: str, tmp: Path):
+        self.backend, self.tmp, self.created = backend, tmp, []
+        if backend == "postgresql":
+            admin = db.make_engine(pg_admin_url()).execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                with admin.connect() as conn:
+                    conn.execute(text("select 1"))
+            except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+                pytest.skip(f"PostgreSQL at {pg_admin_url()} is not reachable: {exc.__class__.__name__}")
+            self.admin = admin
+
+    def new_url(self) -> str:
+        name = f"wismo_test_{uuid.uuid4().hex[:10]}"
+        if self.backend == "sqlite":
+            return f"sqlite:///{self.tmp / (name + '.db')}"
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return make_url(pg_admin_url()).set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        if self.backend == "postgresql":
+            with self.admin.connect() as conn:
+                for name in self.created:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            self.admin.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def databases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Databases]:
+    dbs = _Databases(request.param, tmp_path_factory.mktemp(request.param))
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture(scope="session")
+def migrated_engine(databases: _Databases) -> Iterator[Engine]:
+    engine = db.make_engine(databases.new_url())
+    db.migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def engine(migrated_engine: Engine) -> Iterator[Engine]:
+    """A migrated, empty store; emptied again after the test."""
+    yield migrated_engine
+    with migrated_engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with db.session_factory(engine)() as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def demo_engine(databases: _Databases, settings: Settings) -> Iterator[Engine]:
+    """A store seeded with the demo shop as of NOW; tests must not change it."""
+    engine = db.make_engine(databases.new_url())
+    db.migrate(engine)
+    with db.session_scope(engine) as session:
+        seed_demo(session=session, settings=settings, now=NOW)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def demo_session(demo_engine: Engine) -> Iterator[Session]:
+    with db.session_factory(demo_engine)() as session:
+        yield session
+        session.rollback()

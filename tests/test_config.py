@@ -1,0 +1,101 @@
+"""Settings are validated once, with errors that name the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from bot.config import SettingsError, env_variable_names, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_FILE = Path("/nonexistent/.env")
+
+
+def load(**environ: str):
+    return load_settings(environ=environ, env_file=NO_FILE)
+
+
+def test_defaults_are_sensible_without_any_setting():
+    """A new user needs no .env: SQLite store, local ports, the default policy."""
+    settings = load()
+    assert settings.database_url.startswith("sqlite:///")
+    assert (settings.rasa_port, settings.action_port) == (5005, 5055)
+    assert settings.policy.grace_days == 1
+    assert settings.policy.human_value_threshold == Decimal("250")
+    assert settings.policy.address_change_direct_statuses == {"pending"}
+
+
+def test_environment_values_are_parsed():
+    """Numbers, decimals and status lists are read from text."""
+    settings = load(POLICY_GRACE_DAYS="2", POLICY_HUMAN_VALUE_THRESHOLD="99.50",
+                    POLICY_ADDRESS_REDIRECT_STATUSES="in_transit, failed_attempt", RASA_PORT="6005")
+    assert settings.policy.grace_days == 2
+    assert settings.policy.human_value_threshold == Decimal("99.50")
+    assert settings.policy.address_redirect_statuses == {"in_transit", "failed_attempt"}
+    assert settings.rasa_port == 6005
+
+
+def test_dotenv_file_is_read_and_environment_wins(tmp_path):
+    """`.env` supplies values; the process environment overrides them."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("SHOP_NAME=Corner Shop\nRASA_PORT=7005\n")
+    settings = load_settings(environ={"RASA_PORT": "7006"}, env_file=env_file)
+    assert (settings.shop_name, settings.rasa_port) == ("Corner Shop", 7006)
+
+
+@pytest.mark.parametrize(
+    "environ, variable",
+    [
+        ({"POLICY_GRACE_DAYS": "two"}, "POLICY_GRACE_DAYS"),  # not a number
+        ({"POLICY_GRACE_DAYS": "-1"}, "POLICY_GRACE_DAYS"),  # negative
+        ({"POLICY_LOST_BUSINESS_DAYS": "2"}, "POLICY_LOST_BUSINESS_DAYS"),  # lost before stalled
+        ({"POLICY_ADDRESS_CHANGE_DIRECT_STATUSES": "shipped"}, "POLICY_ADDRESS_CHANGE_DIRECT_STATUSES"),
+        ({"POLICY_GOODWILL_CODE": "SORRY 10!"}, "POLICY_GOODWILL_CODE"),
+        ({"DATABASE_URL": "mysql://x@y/z"}, "DATABASE_URL"),  # unsupported backend
+        ({"DATABASE_URL": "not a url"}, "DATABASE_URL"),
+        ({"SHOP_TIMEZONE": "Mars/Olympus"}, "SHOP_TIMEZONE"),
+        ({"SHOP_CURRENCY": "euro"}, "SHOP_CURRENCY"),
+        ({"RASA_PORT": "70000"}, "RASA_PORT"),
+        ({"ACTION_PORT": "5005"}, "ACTION_PORT"),  # same as the Rasa port
+        ({"BOT_ENV": "staging"}, "BOT_ENV"),
+        ({"BOT_ENV": "production"}, "RASA_AUTH_TOKEN"),  # placeholder secret in production
+    ],
+)
+def test_bad_settings_are_a_clear_error_naming_the_variable(environ, variable):
+    """Each unusable value stops start-up with the variable's name in the message."""
+    with pytest.raises(SettingsError) as error:
+        load(**environ)
+    assert f"  {variable}: " in str(error.value)
+
+
+def test_several_bad_settings_are_reported_together():
+    """A shop fixing its .env sees every problem at once, not one per restart."""
+    with pytest.raises(SettingsError) as error:
+        load(POLICY_GRACE_DAYS="x", RASA_PORT="x")
+    assert "POLICY_GRACE_DAYS" in str(error.value) and "RASA_PORT" in str(error.value)
+
+
+def test_production_accepts_a_real_token():
+    """A real secret passes in production."""
+    assert load(BOT_ENV="production", RASA_AUTH_TOKEN="s3cr3t-4f9a2").env == "production"
+
+
+def test_env_example_lists_every_setting():
+    """`.env.example` documents exactly the variables the settings read."""
+    text = (ROOT / ".env.example").read_text()
+    listed = {line.split("=", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+    assert set(env_variable_names()) <= listed
+    assert load_settings(environ={}, env_file=ROOT / ".env.example") == load()
+
+
+def test_cli_refuses_to_start_on_a_bad_setting():
+    """The commands exit with status 2 and the message, not a traceback."""
+    result = subprocess.run([sys.executable, "-m", "bot", "check-settings"], cwd=ROOT, capture_output=True,
+                            text=True, env={"PATH": "/usr/bin:/bin", "POLICY_STALLED_BUSINESS_DAYS": "zero"})
+    assert result.returncode == 2
+    assert "POLICY_STALLED_BUSINESS_DAYS: value is not a valid integer" in result.stderr
+    assert "Traceback" not in result.stderr
