@@ -8,6 +8,7 @@
     import events FILE    carrier tracking events from CSV or JSON
     check-settings        validate .env and the environment
     run                   start the action server and the Rasa server
+    shell                 chat in the terminal (starts the action server too)
 """
 
 from __future__ import annotations
@@ -125,6 +126,16 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_shell(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot.runner import StartupError, shell
+
+    try:
+        return shell(settings)
+    except StartupError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -150,6 +161,7 @@ def parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_import)
     sub.add_parser("check-settings", help="validate settings").set_defaults(func=cmd_check_settings)
     sub.add_parser("run", help="start the assistant").set_defaults(func=cmd_run)
+    sub.add_parser("shell", help="chat with the assistant in the terminal").set_defaults(func=cmd_shell)
     return root
 
 

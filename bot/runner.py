@@ -87,6 +87,13 @@ def commands(settings: Settings, model: Path) -> Dict[str, List[str]]:
     }
 
 
+def _action_server_ready(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{settings.action_port}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _ready(settings: Settings) -> bool:
     try:
         action = httpx.get(f"http://127.0.0.1:{settings.action_port}/health", timeout=2)
@@ -176,3 +183,24 @@ def serve(settings: Settings, model: Optional[Path] = None) -> int:
         _stop(processes)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def shell(settings: Settings, model: Optional[Path] = None) -> int:
+    """Chat in the terminal: the action server in the background, `rasa shell` in front."""
+    if port_in_use(settings.action_port):
+        raise StartupError(f"Port {settings.action_port} is already in use; set ACTION_PORT to another port in .env.")
+    model = model or latest_model(PROJECT_ROOT / "models")
+    env = child_environment(settings)
+    argv = commands(settings, model)["action server"]
+    action = {"action server": subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, start_new_session=True)}
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _action_server_ready(settings):
+            if action["action server"].poll() is not None or time.monotonic() > deadline:
+                raise StartupError("The action server did not start; see the messages above.")
+            time.sleep(0.5)
+        rasa = [str(Path(sys.executable).parent / "rasa"), "shell", "--model", str(model),
+                "--endpoints", str(settings.path(settings.rasa_endpoints))]
+        return subprocess.call(rasa, cwd=PROJECT_ROOT, env=env)
+    finally:
+        _stop(action)

@@ -1,0 +1,15 @@
+"""The Rasa training data and domain are consistent."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_rasa_data_validate_passes_without_warnings():
+    """`rasa data validate --fail-on-warnings` accepts data/, domain.yml and config.yml."""
+    rasa = Path(sys.executable).parent / "rasa"
+    result = subprocess.run([str(rasa), "data", "validate", "--fail-on-warnings"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
