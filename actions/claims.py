@@ -1,0 +1,71 @@
+"""Refund or replacement: the shopper's choice, recorded once."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Text
+
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.common import entity, latest_text, now, polite_failure, settings, store
+from bot import claims
+from bot.store import get_order
+
+REFUND = re.compile(r"\b(refund|money|reimburse|pay(ment)? back|cash)", re.I)
+RESHIP = re.compile(r"\b(reship|replace|replacement|new one|another one|send (it )?again|resend|re-send)", re.I)
+
+
+def choice_in(text: str) -> str | None:
+    refund, reship = bool(REFUND.search(text)), bool(RESHIP.search(text))
+    if refund != reship:
+        return "refund" if refund else "reship"
+    return None
+
+
+class ValidateClaimForm(FormValidationAction):
+    def name(self) -> Text:
+        return "validate_claim_form"
+
+    async def extract_resolution_choice(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                        domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if tracker.get_slot("requested_slot") != "resolution_choice":
+            return {}
+        value = entity(tracker, "resolution_choice") or choice_in(latest_text(tracker))
+        return {"resolution_choice": value} if value else {}
+
+    def validate_resolution_choice(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                   domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if value in ("refund", "reship"):
+            return {"resolution_choice": value}
+        dispatcher.utter_message(response="utter_ask_resolution_choice")
+        return {"resolution_choice": None}
+
+
+class ActionSubmitClaim(Action):
+    """Checks eligibility again (the parcel may have moved) and records the resolution once."""
+
+    def name(self) -> Text:
+        return "action_submit_claim"
+
+    @polite_failure
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: Dict[Text, Any]) -> List[EventType]:
+        reset = [SlotSet("resolution_choice", None), SlotSet("claim_reason", None)]
+        number, reason = tracker.get_slot("verified_order"), tracker.get_slot("claim_reason")
+        kind = tracker.get_slot("resolution_choice")
+        if not (number and reason and kind):
+            return reset
+        config, moment = settings(), now()
+        with store() as session:
+            order = get_order(session=session, number=number)
+            decision = claims.decide(session=session, order=order, reason=reason, settings=config, now=moment)
+            if decision.outcome != claims.ELIGIBLE or decision.parcel is None:
+                dispatcher.utter_message(text=decision.message)
+                return reset
+            resolution = claims.record_resolution(session=session, order=order, parcel=decision.parcel,
+                                                  reason=reason, kind=kind, conversation_id=tracker.sender_id)
+            dispatcher.utter_message(text=claims.next_steps(resolution))
+        dispatcher.utter_message(response="utter_anything_else")
+        return reset

@@ -1,0 +1,77 @@
+"""What every action shares: the store session, the clock, and failing politely."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from contextlib import contextmanager
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional
+
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy.orm import Session
+
+from bot import db
+from bot.config import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+JOBS = {
+    "order_status": "status",
+    "delivery_delay": "delay",
+    "change_address": "address",
+    "refund_or_reship": "claim",
+}
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@contextmanager
+def store() -> Iterator[Session]:
+    with db.session_scope() as session:
+        yield session
+
+
+def latest_text(tracker: Tracker) -> str:
+    return tracker.latest_message.get("text") or ""
+
+
+def latest_intent(tracker: Tracker) -> str:
+    return (tracker.latest_message.get("intent") or {}).get("name") or ""
+
+
+def entity(tracker: Tracker, name: str) -> Optional[str]:
+    value = next(tracker.get_latest_entity_values(name), None)
+    return str(value) if value is not None else None
+
+
+def transcript(tracker: Tracker) -> List[Dict[str, Any]]:
+    lines = []
+    for event in tracker.events:
+        if event.get("event") in ("user", "bot") and event.get("text"):
+            lines.append({"from": "shopper" if event["event"] == "user" else "bot", "text": event["text"],
+                          "at": event.get("timestamp")})
+    return lines[-200:]
+
+
+def polite_failure(run: Callable[..., Awaitable[List[Dict[str, Any]]]]) -> Callable[..., Awaitable[List[Dict[str, Any]]]]:
+    """A store or policy failure ends in an apology and an offer of a person, never silence."""
+
+    @functools.wraps(run)
+    async def wrapper(self: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]):
+        try:
+            return await run(self, dispatcher, tracker, domain)
+        except Exception:  # noqa: BLE001 - the shopper must always get an answer
+            logger.exception("action %s failed for %s", self.name(), tracker.sender_id)
+            dispatcher.utter_message(response="utter_sorry_error")
+            dispatcher.utter_message(response="utter_offer_human")
+            return []
+
+    return wrapper

@@ -1,0 +1,143 @@
+"""Which job the shopper wants, and proving who they are before anything is said."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Text
+
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import EventType, FollowupAction, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.common import JOBS, entity, latest_intent, latest_text, now, polite_failure, settings, store
+from bot.parsing import TRACKING, find_details, find_email, find_order_number, find_postcode, find_tracking_number
+from bot.verification import LOCKED, VERIFIED, verify
+
+FORGET_VERIFICATION = ["verified_order", "identity_proof"]
+
+
+class ActionRouteJob(Action):
+    """Starts a job (status, delay, address, claim): straight away for a verified order, else via the form."""
+
+    def name(self) -> Text:
+        return "action_route_job"
+
+    @polite_failure
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: Dict[Text, Any]) -> List[EventType]:
+        events: List[EventType] = []
+        job = JOBS.get(latest_intent(tracker)) or tracker.get_slot("pending_job") or "status"
+        events.append(SlotSet("pending_job", job))
+        reason = entity(tracker, "claim_reason")
+        if job == "claim":
+            events.append(SlotSet("claim_reason", reason if reason in ("lost", "damaged", "late", "not_received")
+                                  else None))
+        text = latest_text(tracker) if not latest_text(tracker).startswith("/") else ""
+        details = find_details(text, settings().order_number_prefix)
+        reference = details.order_number or details.tracking_number
+        verified = tracker.get_slot("verified_order")
+        if verified and (reference is None or reference == verified):
+            return events + [FollowupAction("action_continue_job")]
+        # A new or unverified order: collect what this message already says, ask for the rest.
+        events += [SlotSet("verified_order", None), SlotSet("identity_proof", None),
+                   SlotSet("order_number", reference)]
+        proof = details.email or details.postcode
+        if reference and proof:
+            events.append(SlotSet("identity_proof", proof))
+        return events + [FollowupAction("verify_form")]
+
+
+class ValidateVerifyForm(FormValidationAction):
+    """Reads the order number and proof from free text, then checks them against the store."""
+
+    def name(self) -> Text:
+        return "validate_verify_form"
+
+    async def required_slots(self, domain_slots: List[Text], dispatcher: CollectingDispatcher, tracker: Tracker,
+                             domain: Dict[Text, Any]) -> List[Text]:
+        return [] if tracker.get_slot("locked_out") else domain_slots
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: Dict[Text, Any]) -> List[EventType]:
+        try:
+            return await super().run(dispatcher, tracker, domain)
+        except Exception:  # noqa: BLE001 - never a silent turn
+            import logging
+
+            logging.getLogger(__name__).exception("verification failed for %s", tracker.sender_id)
+            dispatcher.utter_message(response="utter_sorry_error")
+            dispatcher.utter_message(response="utter_offer_human")
+            return [SlotSet("requested_slot", None), SlotSet("order_number", None), SlotSet("identity_proof", None)]
+
+    def _text(self, tracker: Tracker) -> str:
+        text = latest_text(tracker)
+        return "" if text.startswith("/") else text
+
+    async def extract_order_number(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                   domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        text = self._text(tracker)
+        asked = tracker.get_slot("requested_slot") == "order_number"
+        prefix = settings().order_number_prefix
+        found = find_order_number(text, prefix, bare_ok=asked) or find_tracking_number(text)
+        if found:
+            return {"order_number": found}
+        if asked and text.strip():
+            return {"order_number": ""}  # something was typed but it is no order number: say so
+        return {}
+
+    async def extract_identity_proof(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                     domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        text = self._text(tracker)
+        email = find_email(text)
+        if email:
+            return {"identity_proof": email}
+        if tracker.get_slot("requested_slot") == "identity_proof":
+            postcode = find_postcode(text)
+            if postcode:
+                return {"identity_proof": postcode}
+            if text.strip():
+                return {"identity_proof": ""}
+        return {}
+
+    def validate_order_number(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                              domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if not slot_value:
+            dispatcher.utter_message(response="utter_invalid_order_number")
+            return {"order_number": None}
+        result: Dict[Text, Any] = {"order_number": slot_value}
+        proof = tracker.get_slot("identity_proof")
+        if proof and "identity_proof" not in tracker.slots_to_validate():  # the proof came first: check now
+            result.update(self._check(dispatcher, tracker, slot_value, proof))
+        return result
+
+    def validate_identity_proof(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if not slot_value:
+            dispatcher.utter_message(response="utter_invalid_proof")
+            return {"identity_proof": None}
+        reference = tracker.get_slot("order_number")
+        if not reference:
+            return {"identity_proof": slot_value}
+        return self._check(dispatcher, tracker, reference, slot_value)
+
+    def _check(self, dispatcher: CollectingDispatcher, tracker: Tracker, reference: str,
+               proof: str) -> Dict[Text, Any]:
+        config = settings()
+        is_tracking = bool(TRACKING.fullmatch(reference))
+        email = proof if "@" in proof else None
+        with store() as session:
+            outcome = verify(session=session, conversation_id=tracker.sender_id,
+                             order_number=None if is_tracking else reference,
+                             tracking_number=reference if is_tracking else None,
+                             email=email, postcode=None if email else proof, policy=config.policy, now=now())
+        if outcome.result == VERIFIED:
+            dispatcher.utter_message(response="utter_verified")
+            return {"order_number": reference, "identity_proof": proof, "verified_order": outcome.order_number}
+        if outcome.result == LOCKED:
+            dispatcher.utter_message(response="utter_locked_out")
+            return {"locked_out": True, "order_number": None, "identity_proof": None, "requested_slot": None}
+        dispatcher.utter_message(response="utter_proof_mismatch")
+        return {"order_number": None, "identity_proof": None}
+
+
+def verified_order(tracker: Tracker) -> Optional[str]:
+    return tracker.get_slot("verified_order")
