@@ -16,7 +16,9 @@ PY_CANDIDATES := $(PYTHON_FOR_VENV) python3.10 python3.9 python3.8 \
 	$(wildcard /usr/local/bin/python3.10 /usr/bin/python3.10) python3
 find_python = $(firstword $(foreach c,$(PY_CANDIDATES),$(shell $(c) -c 'import sys; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 10))' >/dev/null 2>&1 && echo $(c))))
 
-.PHONY: help run test setup install train validate shell clean
+EVAL_SET ?= ../shared/eval/dev.tsv
+
+.PHONY: help run test setup install train validate shell eval clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +59,9 @@ validate: $(INSTALLED) ## check the training data and domain
 
 shell: setup $(MODEL) ## chat in the terminal (starts the action server too)
 	@$(PYTHON) -m bot shell
+
+eval: $(MODEL) ## measure intent recognition on EVAL_SET (never trained on)
+	@$(PYTHON) -m bot eval-nlu $(EVAL_SET)
 
 clean: ## remove the virtualenv, trained models and local databases
 	rm -rf $(VENV) models/*.tar.gz .rasa .pytest_cache

@@ -39,60 +39,65 @@ class ActionContinueJob(Action):
     @polite_failure
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
-        if tracker.get_slot("locked_out"):
-            hand_off(dispatcher, tracker, "locked_out")
-            return [SlotSet("pending_job", None)]
-        number = tracker.get_slot("verified_order")
-        if not number:
+        return await continue_job(dispatcher, tracker)
+
+
+async def continue_job(dispatcher: CollectingDispatcher, tracker: Tracker) -> List[EventType]:
+    """The job in `pending_job` for the order in `verified_order`."""
+    if tracker.get_slot("locked_out"):
+        hand_off(dispatcher, tracker, "locked_out")
+        return [SlotSet("pending_job", None)]
+    number = tracker.get_slot("verified_order")
+    if not number:
+        return []
+    job = tracker.get_slot("pending_job") or "status"
+    config, moment = settings(), now()
+    with store() as session:
+        order = get_order(session=session, number=number)
+        if order is None:
+            raise LookupError(f"verified order {number} disappeared")
+        if job == "delay":
+            answer = delay_answer(order, config, moment)
+            for message in answer.messages[:-1]:
+                dispatcher.utter_message(text=message)
+            if answer.claim_possible:
+                dispatcher.utter_message(text=answer.messages[-1] + " Would you like a refund or a replacement?",
+                                         buttons=CLAIM_BUTTONS)
+                return [SlotSet("claim_reason", "lost" if _lost(order, config, moment) else "late")]
+            dispatcher.utter_message(text=answer.messages[-1])
+            dispatcher.utter_message(response="utter_anything_else")
             return []
-        job = tracker.get_slot("pending_job") or "status"
-        config, moment = settings(), now()
-        with store() as session:
-            order = get_order(session=session, number=number)
-            if order is None:
-                raise LookupError(f"verified order {number} disappeared")
-            if job == "delay":
-                answer = delay_answer(order, config, moment)
-                for message in answer.messages[:-1]:
-                    dispatcher.utter_message(text=message)
-                if answer.claim_possible:
-                    dispatcher.utter_message(text=answer.messages[-1] + " Would you like a refund or a replacement?",
-                                             buttons=CLAIM_BUTTONS)
-                    return [SlotSet("claim_reason", "lost" if _lost(order, config, moment) else "late")]
-                dispatcher.utter_message(text=answer.messages[-1])
-                dispatcher.utter_message(response="utter_anything_else")
-                return []
-            if job == "address":
-                mode = address.change_mode(order, config, moment)
-                if mode.kind == address.IMPOSSIBLE:
-                    dispatcher.utter_message(text=f"{mode.explanation} It's going to "
-                                             f"{address.describe(address.current_address(order))}.")
-                    dispatcher.utter_message(response="utter_offer_human")
-                    return []
-                dispatcher.utter_message(text=f"{mode.explanation} It's currently going to "
+        if job == "address":
+            mode = address.change_mode(order, config, moment)
+            if mode.kind == address.IMPOSSIBLE:
+                dispatcher.utter_message(text=f"{mode.explanation} It's going to "
                                          f"{address.describe(address.current_address(order))}.")
-                return [SlotSet(s, None) for s in ADDRESS_SLOTS] + [FollowupAction("address_form")]
-            if job == "claim":
-                reason = tracker.get_slot("claim_reason") or claims.guess_reason(order, config, moment)
-                if reason is None:
-                    dispatcher.utter_message(response="utter_ask_claim_reason")
-                    return []
-                decision = claims.decide(session=session, order=order, reason=reason, settings=config, now=moment)
-                dispatcher.utter_message(text=decision.message)
-                if decision.outcome == claims.ELIGIBLE:
-                    return [SlotSet("claim_reason", reason), SlotSet("resolution_choice", None),
-                            FollowupAction("claim_form")]
-                if decision.outcome != claims.HUMAN:
-                    dispatcher.utter_message(response="utter_anything_else")
-                    return [SlotSet("claim_reason", None)]
-            else:
-                for message in status_messages(order, config, moment):
-                    dispatcher.utter_message(text=message)
-                dispatcher.utter_message(response="utter_anything_else")
+                dispatcher.utter_message(response="utter_offer_human")
                 return []
-        # Only a claim that needs a person gets here, after the store session closed.
-        hand_off(dispatcher, tracker, decision.human_reason or "policy")
-        return [SlotSet("claim_reason", reason)]
+            dispatcher.utter_message(text=f"{mode.explanation} It's currently going to "
+                                     f"{address.describe(address.current_address(order))}.")
+            return [SlotSet(s, None) for s in ADDRESS_SLOTS] + [FollowupAction("address_form")]
+        if job == "claim":
+            reason = tracker.get_slot("claim_reason") or claims.guess_reason(order, config, moment)
+            if reason is None:
+                dispatcher.utter_message(response="utter_ask_claim_reason")
+                return []
+            decision = claims.decide(session=session, order=order, reason=reason, settings=config, now=moment)
+            dispatcher.utter_message(text=decision.message)
+            if decision.outcome == claims.ELIGIBLE:
+                return [SlotSet("claim_reason", reason), SlotSet("resolution_choice", None),
+                        FollowupAction("claim_form")]
+            if decision.outcome != claims.HUMAN:
+                dispatcher.utter_message(response="utter_anything_else")
+                return [SlotSet("claim_reason", None)]
+        else:
+            for message in status_messages(order, config, moment):
+                dispatcher.utter_message(text=message)
+            dispatcher.utter_message(response="utter_anything_else")
+            return []
+    # Only a claim that needs a person gets here, after the store session closed.
+    hand_off(dispatcher, tracker, decision.human_reason or "policy")
+    return [SlotSet("claim_reason", reason)]
 
 
 ADDRESS_SLOTS = ("new_street", "new_city", "new_postcode", "new_country", "address_confirmed")

@@ -8,6 +8,7 @@ from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
+from actions.jobs import continue_job
 from actions.common import JOBS, entity, latest_intent, latest_text, now, polite_failure, settings, store
 from bot.parsing import TRACKING, find_details, find_email, find_order_number, find_postcode, find_tracking_number
 from bot.verification import LOCKED, VERIFIED, verify
@@ -32,11 +33,12 @@ class ActionRouteJob(Action):
             events.append(SlotSet("claim_reason", reason if reason in ("lost", "damaged", "late", "not_received")
                                   else None))
         text = latest_text(tracker) if not latest_text(tracker).startswith("/") else ""
-        details = find_details(text, settings().order_number_prefix)
+        details = find_details(text, settings().order_number_prefix, loose=True)
         reference = details.order_number or details.tracking_number
         verified = tracker.get_slot("verified_order")
         if verified and (reference is None or reference == verified):
-            return events + [FollowupAction("action_continue_job")]
+            tracker.add_slots(events)
+            return events + await continue_job(dispatcher, tracker)
         # A new or unverified order: collect what this message already says, ask for the rest.
         events += [SlotSet("verified_order", None), SlotSet("identity_proof", None),
                    SlotSet("order_number", reference)]
@@ -80,7 +82,7 @@ class ValidateVerifyForm(FormValidationAction):
         found = find_order_number(text, prefix, bare_ok=asked) or find_tracking_number(text)
         if found:
             return {"order_number": found}
-        if asked and text.strip():
+        if asked and text.strip() and latest_intent(tracker) not in JOBS:
             return {"order_number": ""}  # something was typed but it is no order number: say so
         return {}
 
@@ -94,12 +96,14 @@ class ValidateVerifyForm(FormValidationAction):
             postcode = find_postcode(text)
             if postcode:
                 return {"identity_proof": postcode}
-            if text.strip():
+            if text.strip() and latest_intent(tracker) not in JOBS:
                 return {"identity_proof": ""}
         return {}
 
     def validate_order_number(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                               domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if slot_value is None:
+            return {"order_number": None}
         if not slot_value:
             dispatcher.utter_message(response="utter_invalid_order_number")
             return {"order_number": None}
@@ -111,6 +115,8 @@ class ValidateVerifyForm(FormValidationAction):
 
     def validate_identity_proof(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                                 domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if slot_value is None:
+            return {"identity_proof": None}
         if not slot_value:
             dispatcher.utter_message(response="utter_invalid_proof")
             return {"identity_proof": None}

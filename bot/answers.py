@@ -92,7 +92,8 @@ def parcel_lines(parcel: Parcel, settings: Settings, now: dt.datetime) -> List[s
     reason = REASON_LABELS.get(state.delay_reason or "", "a problem")
     when = day(state.delivered_on, today) if state.delivered_on else ""
     lines = [_STATUS_SENTENCE.get(state.status, "it's with {carrier}").format(carrier=carrier, reason=reason,
-                                                                                when=when).capitalize() + "."]
+                                                                                when=when)]
+    lines[0] = lines[0][:1].upper() + lines[0][1:] + "."
     if state.presumed_lost and state.carrier_status != LOST:
         lines[0] = (f"There has been no scan from {carrier} for {state.business_days_without_scan} business days, "
                     "so we treat it as lost.")

@@ -6,6 +6,7 @@
     demo-orders [--json]  one order per demo scenario, to try each conversation
     import orders FILE    orders and shipments from CSV or JSON
     import events FILE    carrier tracking events from CSV or JSON
+    eval-nlu FILE         measure intent recognition on a held-out TSV
     check-settings        validate .env and the environment
     run                   start the action server and the Rasa server
     shell                 chat in the terminal (starts the action server too)
@@ -136,6 +137,26 @@ def cmd_shell(settings: Settings, _args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_eval_nlu(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.config import PROJECT_ROOT
+    from bot.nlu_eval import evaluate, render
+    from bot.runner import StartupError, latest_model
+
+    dataset = Path(args.dataset)
+    if not dataset.is_file():
+        print(f"{dataset}: no such file (set EVAL_SET to the TSV to measure on)", file=sys.stderr)
+        return 2
+    try:
+        model = latest_model(PROJECT_ROOT / "models")
+    except StartupError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    result = evaluate(model, dataset, PROJECT_ROOT / "results" / "nlu_eval.json")
+    print(f"NLU evaluation of {model.name} on {dataset}\n" + render(result))
+    print("\nDetails: results/nlu_eval.json, misclassified messages: results/nlu_eval_errors.json")
+    return 0
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -159,6 +180,9 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("kind", choices=("orders", "events"))
     imp.add_argument("file")
     imp.set_defaults(func=cmd_import)
+    evaluation = sub.add_parser("eval-nlu", help="measure intent recognition on a held-out TSV")
+    evaluation.add_argument("dataset")
+    evaluation.set_defaults(func=cmd_eval_nlu)
     sub.add_parser("check-settings", help="validate settings").set_defaults(func=cmd_check_settings)
     sub.add_parser("run", help="start the assistant").set_defaults(func=cmd_run)
     sub.add_parser("shell", help="chat with the assistant in the terminal").set_defaults(func=cmd_shell)

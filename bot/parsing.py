@@ -20,6 +20,7 @@ TRACKING = re.compile(
 ORDER_PREFIXED = re.compile(r"(?:(?<=\s)|^|(?<=[(,:]))(#\s?\d{3,10}|[A-Za-z]{2}-?\d{3,10})\b")
 ORDER_WORDED = re.compile(r"\border\s*(?:number|no\.?|nr\.?|#)?\s*(?:is\s*)?:?\s*#?(\d{3,10})\b", re.IGNORECASE)
 BARE_NUMBER = re.compile(r"^\s*#?\s*(\d{3,10})\s*[.!]?\s*$")
+LOOSE_NUMBER = re.compile(r"(?<![\w@.-])(\d{3,10})(?![\w@-])")
 
 # Postcode shapes of the countries the shop ships to; exact rules per country
 # are checked by bot.addresses when an address is written.
@@ -49,8 +50,12 @@ def find_tracking_number(text: str) -> Optional[str]:
     return match.group(1).upper() if match else None
 
 
-def find_order_number(text: str, prefix: str, *, bare_ok: bool = False) -> Optional[str]:
-    """An order number in `text`; a lone number counts only when one was asked for."""
+def find_order_number(text: str, prefix: str, *, bare_ok: bool = False, loose: bool = False) -> Optional[str]:
+    """An order number in `text`.
+
+    `bare_ok`: a message that is only a number is one (it was asked for).
+    `loose`: any standalone number of 3-10 digits is one (a question about an order).
+    """
     text = EMAIL.sub(" ", text or "")
     text = TRACKING.sub(" ", text)
     for pattern in (ORDER_WORDED, ORDER_PREFIXED):
@@ -61,6 +66,9 @@ def find_order_number(text: str, prefix: str, *, bare_ok: bool = False) -> Optio
     if bare_ok:
         match = BARE_NUMBER.match(text)
         if match:
+            return normalise_order_number(match.group(1), prefix)
+    if loose:
+        for match in LOOSE_NUMBER.finditer(text):
             return normalise_order_number(match.group(1), prefix)
     return None
 
@@ -91,8 +99,8 @@ def normalise_postcode(text: str) -> str:
     return compact
 
 
-def find_details(text: str, prefix: str) -> Details:
-    order = find_order_number(text, prefix)
+def find_details(text: str, prefix: str, *, loose: bool = False) -> Details:
+    order = find_order_number(text, prefix, loose=loose)
     return Details(
         order_number=order,
         email=find_email(text),

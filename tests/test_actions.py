@@ -1,0 +1,461 @@
+"""The custom actions, against a real seeded store (SQLite and PostgreSQL).
+
+Actions are driven through their three inputs (dispatcher, tracker, domain from
+the real domain.yml) and judged by the events they return, the messages they
+send and what they wrote to the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+import pytest
+import yaml
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy import func, select
+
+from actions.address import ActionSubmitAddress, ValidateAddressForm
+from actions.claims import ActionSubmitClaim, ValidateClaimForm
+from actions.handoff import ActionFallback, ActionHandoff
+from actions.jobs import ActionContinueJob
+from actions.verification import ActionRouteJob, ValidateVerifyForm
+from bot import config as bot_config
+from bot import db
+from bot.demo import showcase
+from bot.models import AddressChangeRequest, AuditLog, Handoff, Resolution, VerificationAttempt
+from bot.store import get_order
+
+ROOT = Path(__file__).resolve().parent.parent
+DOMAIN = yaml.safe_load((ROOT / "domain.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def shop(databases, settings, request):
+    """A demo shop seeded for the real today, used by the actions through DATABASE_URL."""
+    url = databases.new_url()
+    engine = db.make_engine(url)
+    db.migrate(engine)
+    from bot.demo import seed_demo
+
+    with db.session_scope(engine) as session:
+        seed_demo(session=session, settings=settings, now=dt.datetime.now(dt.timezone.utc))
+    with db.session_factory(engine)() as session:
+        orders = {r["scenario"]: r for r in showcase(session=session, settings=settings,
+                                                      now=dt.datetime.now(dt.timezone.utc))}
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DATABASE_URL", url)
+    bot_config.get_settings.cache_clear()
+    db.get_engine.cache_clear()
+    yield {"engine": engine, "orders": orders}
+    patch.undo()
+    bot_config.get_settings.cache_clear()
+    db.get_engine.cache_clear()
+    engine.dispose()
+
+
+_counter = iter(range(10**6))
+
+
+def conversation() -> str:
+    return f"conv-{next(_counter)}"
+
+
+def tracker(text: str = "", intent: str = "inform", *, sender: Optional[str] = None,
+            slots: Optional[Dict[str, Any]] = None, entities: Iterable[Dict[str, Any]] = (),
+            requested_slot: Optional[str] = None, active_loop: Optional[str] = None,
+            history: Iterable[Dict[str, Any]] = ()) -> Tracker:
+    values = {name: None for name in DOMAIN["slots"]}
+    values.update(slots or {})
+    values["requested_slot"] = requested_slot
+    latest = {"text": text, "intent": {"name": intent, "confidence": 0.99}, "entities": list(entities)}
+    events = list(history) + [{"event": "user", "text": text, "parse_data": latest}]
+    return Tracker(sender or conversation(), values, latest, events, False, None,
+                   {"name": active_loop} if active_loop else {}, "action_listen")
+
+
+async def run(action, track: Tracker):
+    dispatcher = CollectingDispatcher()
+    events = await action.run(dispatcher, track, DOMAIN)
+    return events, dispatcher.messages
+
+
+def texts(messages: List[Dict[str, Any]]) -> str:
+    return "\n".join(m.get("text") or m.get("response") or "" for m in messages)
+
+
+def slots_set(events) -> Dict[str, Any]:
+    return {e["name"]: e["value"] for e in events if e.get("event") == "slot"}
+
+
+def followup(events) -> Optional[str]:
+    return next((e["name"] for e in events if e.get("event") == "followup"), None)
+
+
+async def verify(order: Dict[str, Any], proof: str, sender: Optional[str] = None):
+    track = tracker(proof, "inform", sender=sender, slots={"order_number": order["order_number"]},
+                    requested_slot="identity_proof", active_loop="verify_form")
+    return await run(ValidateVerifyForm(), track)
+
+
+async def answer(order: Dict[str, Any], job: str, **slots: Any):
+    track = tracker("", "inform", slots={"verified_order": order["order_number"], "pending_job": job, **slots})
+    return await run(ActionContinueJob(), track)
+
+
+# --- identifying the order ---------------------------------------------------------------
+
+
+async def test_details_in_the_first_message_are_kept_and_nothing_is_said_yet(shop):
+    """'where's 1043, jane@x.com' fills both details and starts the check, revealing nothing."""
+    order = shop["orders"]["late_with_reason"]
+    digits = order["order_number"].split("-")[1]
+    events, messages = await run(ActionRouteJob(), tracker(f"where's {digits}, {order['email']}", "order_status"))
+    assert slots_set(events)["order_number"] == order["order_number"]
+    assert slots_set(events)["identity_proof"] == order["email"]
+    assert slots_set(events)["pending_job"] == "status"
+    assert followup(events) == "verify_form"
+    assert messages == []
+
+
+async def test_the_right_email_or_postcode_verifies(shop):
+    """Either proof works; the order is then marked verified by the action."""
+    order = shop["orders"]["delivered"]
+    events, messages = await verify(order, order["email"].upper())
+    assert slots_set(events)["verified_order"] == order["order_number"]
+    assert messages == [{"response": "utter_verified"} | _empty(messages[0])]
+    events, _ = await verify(order, f"postcode is {order['postcode'].lower().replace(' ', '')}")
+    assert slots_set(events)["verified_order"] == order["order_number"]
+
+
+def _empty(message: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in message.items() if k != "response"}
+
+
+async def test_a_wrong_proof_gets_the_same_neutral_answer_whether_or_not_the_order_exists(shop):
+    """Nothing reveals whether an order number exists."""
+    real = shop["orders"]["delivered"]
+    fake = {**real, "order_number": "WS-99999"}
+    real_events, real_messages = await verify(real, "someone@example.net")
+    fake_events, fake_messages = await verify(fake, real["email"])
+    assert real_messages == fake_messages
+    assert [m.get("response") for m in real_messages] == ["utter_proof_mismatch"]
+    for events in (real_events, fake_events):
+        assert slots_set(events).get("verified_order") is None
+        assert slots_set(events)["order_number"] is None  # ask again from the start
+
+
+async def test_three_failures_in_a_conversation_lock_it(shop):
+    """After the third wrong proof the conversation stops trying, even with the right proof."""
+    order, sender = shop["orders"]["in_transit_on_time"], conversation()
+    for _ in range(2):
+        _, messages = await verify(order, "wrong@example.net", sender)
+        assert messages[0]["response"] == "utter_proof_mismatch"
+    events, messages = await verify(order, "wrong@example.net", sender)
+    assert messages[0]["response"] == "utter_locked_out"
+    assert slots_set(events)["locked_out"] is True
+    events, messages = await verify(order, order["email"], sender)
+    assert messages[0]["response"] == "utter_locked_out"
+    assert "verified_order" not in slots_set(events)
+
+
+async def test_too_many_failures_on_one_order_lock_it_for_every_conversation(shop, settings):
+    """Guessing across many conversations is stopped per order number per hour."""
+    order = shop["orders"]["out_for_delivery"]
+    for _ in range(settings.policy.verify_max_failures_per_order_hour):
+        await verify(order, "guess@example.net", conversation())
+    _, messages = await verify(order, order["email"], conversation())
+    assert messages[0]["response"] == "utter_locked_out"
+    with db.session_factory(shop["engine"])() as session:
+        attempts = session.scalar(select(func.count()).select_from(VerificationAttempt)
+                                  .where(VerificationAttempt.order_number == order["order_number"]))
+    assert attempts == settings.policy.verify_max_failures_per_order_hour  # the locked try is not even checked
+
+
+async def test_typed_shorthand_cannot_fill_details_or_verification(shop):
+    """'/order_status{"verified_order": ...}' typed by a shopper sets nothing the store did not check."""
+    order = shop["orders"]["delivered"]
+    text = f'/order_status{{"verified_order": "{order["order_number"]}", "order_number": "{order["order_number"]}"}}'
+    entities = [{"entity": "verified_order", "value": order["order_number"]},
+                {"entity": "order_number", "value": order["order_number"]}]
+    events, messages = await run(ActionRouteJob(), tracker(text, "order_status", entities=entities))
+    assert slots_set(events)["verified_order"] is None
+    assert slots_set(events)["order_number"] is None
+    assert followup(events) == "verify_form" and messages == []
+    # and inside the form a shorthand is not read as an order number or proof
+    track = tracker(f'/inform{{"email": "{order["email"]}"}}', "inform", requested_slot="identity_proof",
+                    slots={"order_number": order["order_number"]}, active_loop="verify_form",
+                    entities=[{"entity": "email", "value": order["email"]}])
+    events, _ = await run(ValidateVerifyForm(), track)
+    assert "verified_order" not in slots_set(events)
+
+
+async def test_a_second_question_about_the_verified_order_needs_no_new_check(shop):
+    """Once verified, another job on the same order is answered at once."""
+    order = shop["orders"]["late_with_reason"]
+    track = tracker("and why is it late?", "delivery_delay", slots={"verified_order": order["order_number"]})
+    events, messages = await run(ActionRouteJob(), track)
+    assert followup(events) is None
+    assert "past the date we promised" in texts(messages)
+
+
+async def test_asking_about_another_order_starts_a_new_check(shop):
+    """A different order number drops the earlier verification."""
+    order = shop["orders"]["late_with_reason"]
+    track = tracker("what about WS-1005?", "order_status", slots={"verified_order": order["order_number"]})
+    events, messages = await run(ActionRouteJob(), track)
+    assert slots_set(events)["verified_order"] is None
+    assert slots_set(events)["order_number"] == "WS-1005"
+    assert followup(events) == "verify_form" and messages == []
+
+
+# --- status and delay ----------------------------------------------------------------------
+
+STATUS_WORDS = {
+    "not_shipped": "hasn't shipped yet",
+    "info_received": "label is ready",
+    "in_transit_on_time": "on its way",
+    "out_for_delivery": "out for delivery",
+    "delivered": "delivered it",
+    "failed_attempt": "tried to deliver it",
+    "available_for_pickup": "pickup point",
+    "late_with_reason": "on its way",
+    "late_no_reason": "on its way",
+    "stalled": "on its way",
+    "exception": "a customs check",
+    "lost": "lost track of it",
+    "damaged": "damage to the parcel",
+    "delivered_disputed": "delivered it",
+    "returned_to_sender": "sent it back to us",
+    "split_shipment": "ships in 2 parcels",
+    "shipped_redirect_possible": "on its way",
+    "shipped_no_redirect": "on its way",
+    "high_value_lost": "we treat it as lost",
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(STATUS_WORDS))
+async def test_status_answer_states_the_facts_of_each_scenario(shop, scenario):
+    """Plain-words status, the carrier, and every parcel's tracking link."""
+    order = shop["orders"][scenario]
+    _, messages = await answer(order, "status")
+    said = texts(messages)
+    assert STATUS_WORDS[scenario] in said
+    for number in order["tracking_numbers"]:
+        assert number in said  # inside the tracking URL
+    if order["tracking_numbers"]:
+        assert "Last scan:" in said
+    assert messages[-1]["response"] == "utter_anything_else"
+
+
+async def test_delay_answer_gives_lateness_reason_new_estimate_and_goodwill(shop, settings):
+    """A late parcel: days late, the carrier's reason, the new estimate, an apology and the code."""
+    _, messages = await answer(shop["orders"]["late_with_reason"], "delay")
+    said = texts(messages)
+    assert "days past the date we promised" in said
+    assert "The carrier reported bad weather." in said
+    assert "The new estimate is" in said
+    assert "I'm sorry" in said and settings.policy.goodwill_code in said
+
+
+@pytest.mark.parametrize(
+    "scenario, phrase",
+    [
+        ("late_no_reason", "The carrier hasn't given a reason."),
+        ("stalled", "There has been no scan for 5 business days."),
+        ("in_transit_on_time", "isn't late"),
+        ("delivered", "on time"),
+    ],
+)
+async def test_delay_answer_without_a_reason_or_without_a_delay(shop, scenario, phrase):
+    """No invented reason; an on-time parcel is said to be on time."""
+    _, messages = await answer(shop["orders"][scenario], "delay")
+    assert phrase in texts(messages)
+
+
+async def test_presumed_lost_delay_offers_refund_or_reship(shop):
+    """Past the lost threshold the delay answer offers the claim with buttons."""
+    events, messages = await answer(shop["orders"]["high_value_lost"], "delay")
+    assert any(m.get("buttons") for m in messages)
+    assert slots_set(events)["claim_reason"] == "lost"
+
+
+# --- address change -----------------------------------------------------------------------
+
+
+async def test_address_change_before_shipment_is_direct_and_audited(shop):
+    """Not shipped: the form collects the address, and confirming writes it with an audit row."""
+    order = shop["orders"]["not_shipped"]
+    events, messages = await answer(order, "address")
+    assert followup(events) == "address_form"
+    assert "change the address directly" in texts(messages)
+    assert "@" not in texts(messages)
+    slots = {"verified_order": order["order_number"], "new_street": "Prinsengracht 263", "new_city": "Amsterdam",
+             "new_postcode": "1016 GV", "new_country": "Netherlands", "address_confirmed": True}
+    _, messages = await run(ActionSubmitAddress(), tracker("yes", "affirm", slots=slots))
+    assert "Done" in texts(messages) and "Prinsengracht 263" in texts(messages)
+    with db.session_factory(shop["engine"])() as session:
+        stored = get_order(session=session, number=order["order_number"])
+        assert (stored.ship_line1, stored.ship_postcode, stored.ship_country) == ("Prinsengracht 263", "1016 GV", "NL")
+        change = session.scalars(select(AddressChangeRequest).where(AddressChangeRequest.order_id == stored.id)).one()
+        assert (change.kind, change.state, change.new_address["city"]) == ("direct", "applied", "Amsterdam")
+        assert session.scalars(select(AuditLog).where(AuditLog.action == "address.applied",
+                                                      AuditLog.entity_id == order["order_number"])).first()
+
+
+async def test_after_shipment_a_redirect_is_requested_where_the_carrier_supports_it(shop):
+    """In transit with UPS: a redirect request is recorded; the order's address is not rewritten."""
+    order = shop["orders"]["shipped_redirect_possible"]
+    events, messages = await answer(order, "address")
+    assert followup(events) == "address_form" and "redirect" in texts(messages)
+    slots = {"verified_order": order["order_number"], "new_street": "Torstraße 1", "new_city": "Berlin",
+             "new_postcode": "10119", "new_country": "Germany", "address_confirmed": True}
+    _, messages = await run(ActionSubmitAddress(), tracker("yes", "affirm", slots=slots))
+    assert "asked the carrier to redirect" in texts(messages)
+    with db.session_factory(shop["engine"])() as session:
+        stored = get_order(session=session, number=order["order_number"])
+        assert stored.ship_line1 != "Torstraße 1"
+        change = session.scalars(select(AddressChangeRequest).where(AddressChangeRequest.order_id == stored.id)).one()
+        assert (change.kind, change.state) == ("redirect", "requested")
+
+
+async def test_without_redirect_support_it_explains_and_offers_a_person(shop):
+    """Royal Mail cannot redirect: no form, an explanation and the offer of a human."""
+    events, messages = await answer(shop["orders"]["shipped_no_redirect"], "address")
+    assert followup(events) is None
+    assert "can't redirect" in texts(messages)
+    assert messages[-1]["response"] == "utter_offer_human"
+
+
+@pytest.mark.parametrize(
+    "slots, bad_slot, phrase",
+    [
+        ({"new_street": "Damrak 1", "new_city": "Amsterdam", "new_postcode": "12345"}, "new_postcode",
+         "postcode doesn't look valid for NL"),  # Dutch postcodes are 1234 AB
+        ({"new_street": "Damrak 1", "new_city": "Amsterdam", "new_postcode": "1012 LG"}, "new_country",
+         "don't recognise that country"),
+    ],
+)
+async def test_address_validation_names_the_problem_and_asks_again(shop, slots, bad_slot, phrase):
+    """A postcode of the wrong format or an unknown country is refused with a reason."""
+    country = "Netherlands" if bad_slot == "new_postcode" else "Atlantis"
+    track = tracker(country, "inform", slots=slots, requested_slot="new_country", active_loop="address_form")
+    track.slots["new_country"] = country
+    dispatcher = CollectingDispatcher()
+    result = ValidateAddressForm().validate_new_country(country, dispatcher, track, DOMAIN)
+    assert result[bad_slot] is None
+    assert phrase in texts(dispatcher.messages)
+
+
+async def test_saying_no_at_the_confirmation_starts_the_address_again(shop):
+    """A correction: 'no' clears the new address so it is collected again."""
+    dispatcher = CollectingDispatcher()
+    result = ValidateAddressForm().validate_address_confirmed(False, dispatcher, tracker("no", "deny"), DOMAIN)
+    assert all(value is None for value in result.values()) and "new_street" in result
+
+
+# --- refund or reship ----------------------------------------------------------------------
+
+
+async def test_lost_parcel_refund_is_recorded_once_however_often_asked(shop):
+    """Eligible: the shopper chooses, one resolution is stored, asking again never pays twice."""
+    order = shop["orders"]["lost"]
+    events, messages = await answer(order, "claim", claim_reason="lost")
+    assert followup(events) == "claim_form" and "refund or a free replacement" in texts(messages)
+    slots = {"verified_order": order["order_number"], "claim_reason": "lost", "resolution_choice": "refund"}
+    _, messages = await run(ActionSubmitClaim(), tracker("refund", "inform", slots=slots))
+    assert "refund of" in texts(messages)
+    _, again = await run(ActionSubmitClaim(), tracker("refund", "inform", slots=slots))
+    assert "already settled" in texts(again)
+    with db.session_factory(shop["engine"])() as session:
+        stored = get_order(session=session, number=order["order_number"])
+        rows = session.scalars(select(Resolution).where(Resolution.order_id == stored.id)).all()
+        assert [(r.kind, r.reason, r.amount) for r in rows] == [("refund", "lost", stored.value)]
+
+
+async def test_high_value_claim_goes_to_a_person_with_a_handoff_record(shop):
+    """Above the value threshold the bot records a handoff instead of paying."""
+    order = shop["orders"]["high_value_lost"]
+    track = tracker("it never came", "refund_or_reship", slots={"verified_order": order["order_number"],
+                                                                 "pending_job": "claim", "claim_reason": "lost"})
+    events, messages = await run(ActionContinueJob(), track)
+    assert "colleague" in texts(messages) and messages[-1]["response"] == "utter_handoff"
+    with db.session_factory(shop["engine"])() as session:
+        handoff = session.scalars(select(Handoff).where(Handoff.conversation_id == track.sender_id)).one()
+        assert handoff.reason == "high_value" and order["order_number"] in handoff.summary
+        assert handoff.transcript[-1]["text"] == "it never came"
+        assert session.scalar(select(func.count()).select_from(Resolution)
+                              .where(Resolution.order_id == handoff.order_id)) == 0
+
+
+async def test_not_received_waits_for_the_policy_then_is_eligible(shop):
+    """Delivered a week ago and not received: eligible; a parcel still moving is not."""
+    events, _ = await answer(shop["orders"]["delivered_disputed"], "claim", claim_reason="not_received")
+    assert followup(events) == "claim_form"
+    events, messages = await answer(shop["orders"]["in_transit_on_time"], "claim", claim_reason="not_received")
+    assert followup(events) is None and "not late enough to claim" in texts(messages)
+
+
+async def test_a_repeat_claim_goes_to_a_person(shop):
+    """A second claim by the same shopper within the window is handed over."""
+    first, second = shop["orders"]["damaged"], shop["orders"]["returned_to_sender"]
+    slots = {"verified_order": first["order_number"], "claim_reason": "damaged", "resolution_choice": "reship"}
+    _, messages = await run(ActionSubmitClaim(), tracker("new one please", "inform", slots=slots))
+    assert "replacement is booked" in texts(messages)
+    with db.session_scope(shop["engine"]) as session:  # the same shopper's other order
+        other = get_order(session=session, number=shop["orders"]["delivered_disputed"]["order_number"])
+        get_order(session=session, number=first["order_number"]).customer_id = other.customer_id
+    events, messages = await answer(shop["orders"]["delivered_disputed"], "claim", claim_reason="not_received")
+    assert "earlier claim" in texts(messages) and messages[-1]["response"] == "utter_handoff"
+    assert second  # the returned order is untouched by this test
+
+
+async def test_the_claim_form_reads_the_choice_from_words_or_buttons(shop):
+    """'my money back' means refund, 'send a new one' reship, a button payload its entity."""
+    form = ValidateClaimForm()
+    for text, entities, expected in [("I'd like my money back", [], "refund"), ("send a new one", [], "reship"),
+                                     ("/inform", [{"entity": "resolution_choice", "value": "reship"}], "reship")]:
+        track = tracker(text, "inform", entities=entities, requested_slot="resolution_choice",
+                        active_loop="claim_form")
+        assert await form.extract_resolution_choice(CollectingDispatcher(), track, DOMAIN) == {
+            "resolution_choice": expected}
+
+
+# --- failures and handoff ------------------------------------------------------------------
+
+
+async def test_a_store_failure_ends_in_an_apology_and_an_offer_of_a_person(shop, monkeypatch):
+    """With the store unreachable the shopper still gets a polite answer, never silence."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    bot_config.get_settings.cache_clear()
+    db.get_engine.cache_clear()
+    try:
+        _, messages = await answer(shop["orders"]["delivered"], "status")
+    finally:
+        monkeypatch.undo()
+        bot_config.get_settings.cache_clear()
+        db.get_engine.cache_clear()
+    assert [m["response"] for m in messages] == ["utter_sorry_error", "utter_offer_human"]
+
+
+async def test_two_misunderstandings_in_a_row_offer_a_person(shop):
+    """The first miss asks to rephrase; the second offers a human."""
+    miss = {"event": "user", "text": "blorp", "parse_data": {"intent": {"name": "nlu_fallback"}}}
+    _, first = await run(ActionFallback(), tracker("blorp", "nlu_fallback"))
+    assert first[0]["response"] == "utter_default"
+    _, second = await run(ActionFallback(), tracker("blorp again", "nlu_fallback", history=[miss]))
+    assert second[-1]["response"] == "utter_offer_human"
+
+
+async def test_asking_for_a_person_records_one_handoff(shop):
+    """The handoff holds the channel, reason, verified order and transcript, once per conversation."""
+    order = shop["orders"]["stalled"]
+    track = tracker("let me talk to a person", "human_handoff", slots={"verified_order": order["order_number"]})
+    await run(ActionHandoff(), track)
+    await run(ActionHandoff(), track)
+    with db.session_factory(shop["engine"])() as session:
+        handoffs = session.scalars(select(Handoff).where(Handoff.conversation_id == track.sender_id)).all()
+    assert len(handoffs) == 1
+    assert handoffs[0].reason == "asked" and handoffs[0].context["shipments"][0]["status"] == "in_transit"
