@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Text
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType, FollowupAction, SlotSet
+from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import now, polite_failure, settings, store, transcript
@@ -39,7 +39,11 @@ class ActionContinueJob(Action):
     @polite_failure
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
-        return await continue_job(dispatcher, tracker)
+        events = await continue_job(dispatcher, tracker)
+        # The rules start the next form from this slot, so it is always set.
+        if not any(e.get("name") == "next_form" for e in events):
+            events.append(SlotSet("next_form", "none"))
+        return events
 
 
 async def continue_job(dispatcher: CollectingDispatcher, tracker: Tracker) -> List[EventType]:
@@ -76,7 +80,7 @@ async def continue_job(dispatcher: CollectingDispatcher, tracker: Tracker) -> Li
                 return []
             dispatcher.utter_message(text=f"{mode.explanation} It's currently going to "
                                      f"{address.describe(address.current_address(order))}.")
-            return [SlotSet(s, None) for s in ADDRESS_SLOTS] + [FollowupAction("address_form")]
+            return [SlotSet(s, None) for s in ADDRESS_SLOTS] + [SlotSet("next_form", "address_form")]
         if job == "claim":
             reason = tracker.get_slot("claim_reason") or claims.guess_reason(order, config, moment)
             if reason is None:
@@ -86,7 +90,7 @@ async def continue_job(dispatcher: CollectingDispatcher, tracker: Tracker) -> Li
             dispatcher.utter_message(text=decision.message)
             if decision.outcome == claims.ELIGIBLE:
                 return [SlotSet("claim_reason", reason), SlotSet("resolution_choice", None),
-                        FollowupAction("claim_form")]
+                    SlotSet("next_form", "claim_form")]
             if decision.outcome != claims.HUMAN:
                 dispatcher.utter_message(response="utter_anything_else")
                 return [SlotSet("claim_reason", None)]

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Text
 
 from rasa_sdk import Action, FormValidationAction, Tracker
-from rasa_sdk.events import EventType, FollowupAction, SlotSet
+from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.jobs import continue_job
 from actions.common import JOBS, entity, latest_intent, latest_text, now, polite_failure, settings, store
 from bot.parsing import TRACKING, find_details, find_email, find_order_number, find_postcode, find_tracking_number
 from bot.verification import LOCKED, VERIFIED, verify
@@ -17,7 +16,11 @@ FORGET_VERIFICATION = ["verified_order", "identity_proof"]
 
 
 class ActionRouteJob(Action):
-    """Starts a job (status, delay, address, claim): straight away for a verified order, else via the form."""
+    """Notes which job the shopper wants and the details their message gives.
+
+    The verify form runs next: it asks nothing when the order is already
+    verified in this conversation, and otherwise collects and checks the proof.
+    """
 
     def name(self) -> Text:
         return "action_route_job"
@@ -29,23 +32,21 @@ class ActionRouteJob(Action):
         job = JOBS.get(latest_intent(tracker)) or tracker.get_slot("pending_job") or "status"
         events.append(SlotSet("pending_job", job))
         reason = entity(tracker, "claim_reason")
-        if job == "claim":
-            events.append(SlotSet("claim_reason", reason if reason in ("lost", "damaged", "late", "not_received")
-                                  else None))
+        if reason in ("lost", "damaged", "late", "not_received"):
+            events.append(SlotSet("claim_reason", reason))
         text = latest_text(tracker) if not latest_text(tracker).startswith("/") else ""
         details = find_details(text, settings().order_number_prefix, loose=True)
         reference = details.order_number or details.tracking_number
         verified = tracker.get_slot("verified_order")
         if verified and (reference is None or reference == verified):
-            tracker.add_slots(events)
-            return events + await continue_job(dispatcher, tracker)
+            return events  # the verify form finds nothing to ask and the job goes on
         # A new or unverified order: collect what this message already says, ask for the rest.
         events += [SlotSet("verified_order", None), SlotSet("identity_proof", None),
                    SlotSet("order_number", reference)]
         proof = details.email or details.postcode
         if reference and proof:
             events.append(SlotSet("identity_proof", proof))
-        return events + [FollowupAction("verify_form")]
+        return events
 
 
 class ValidateVerifyForm(FormValidationAction):
@@ -56,7 +57,9 @@ class ValidateVerifyForm(FormValidationAction):
 
     async def required_slots(self, domain_slots: List[Text], dispatcher: CollectingDispatcher, tracker: Tracker,
                              domain: Dict[Text, Any]) -> List[Text]:
-        return [] if tracker.get_slot("locked_out") else domain_slots
+        if tracker.get_slot("locked_out") or tracker.get_slot("verified_order"):
+            return []
+        return domain_slots
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
