@@ -28,7 +28,9 @@ class ValidateAddressForm(FormValidationAction):
 
     def validate_new_street(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                             domain: Dict[Text, Any]) -> Dict[Text, Any]:
-        text = (value or "").strip()
+        if value is None:  # cleared, not answered
+            return {}
+        text = value.strip()
         if len(text) < 3 or len(text) > 200 or not any(c.isalpha() for c in text):
             dispatcher.utter_message(text="Please give the street and house number, e.g. Keizersgracht 112.")
             return {"new_street": None}
@@ -36,6 +38,8 @@ class ValidateAddressForm(FormValidationAction):
 
     def validate_new_city(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                           domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if value is None:  # cleared, not answered
+            return {}
         text = (value or "").strip()
         if len(text) < 2 or len(text) > 120 or any(c.isdigit() for c in text):
             dispatcher.utter_message(text="That doesn't look like a town name. Which town or city?")
@@ -44,6 +48,8 @@ class ValidateAddressForm(FormValidationAction):
 
     def validate_new_postcode(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                               domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if value is None:  # cleared, not answered
+            return {}
         text = (value or "").strip()
         if not 2 <= len(text) <= 12:
             dispatcher.utter_message(text="That doesn't look like a postcode. What's the postcode?")
@@ -52,6 +58,8 @@ class ValidateAddressForm(FormValidationAction):
 
     def validate_new_country(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                              domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if value is None:  # cleared, not answered
+            return {}
         problems = address.validate_address(street=tracker.get_slot("new_street") or "",
                                             city=tracker.get_slot("new_city") or "",
                                             postcode=tracker.get_slot("new_postcode") or "", country=value or "")
@@ -78,6 +86,8 @@ class ValidateAddressForm(FormValidationAction):
 
     def validate_address_confirmed(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                                    domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if value is None:  # cleared, not answered
+            return {}
         if value:
             return {"address_confirmed": True}
         dispatcher.utter_message(response="utter_address_not_confirmed")

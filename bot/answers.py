@@ -57,7 +57,7 @@ def mask_email(email: str) -> str:
 def mask_address(line1: str, postcode: str, city: str) -> str:
     """Enough to recognise one's own address, not enough to learn someone else's."""
     words = line1.split()
-    street = " ".join(w if any(c.isdigit() for c in w) or len(w) <= 2 else w[0] + "*" * (len(w) - 1) for w in words)
+    street = " ".join(w if any(c.isdigit() for c in w) or len(w) <= 3 else w[:2] + "*" * (len(w) - 2) for w in words)
     code = postcode[:2] + "*" * max(0, len(postcode.replace(" ", "")) - 2)
     return f"{street}, {code} {city}"
 

@@ -464,3 +464,12 @@ async def test_asking_for_a_person_records_one_handoff(shop):
         handoffs = session.scalars(select(Handoff).where(Handoff.conversation_id == track.sender_id)).all()
     assert len(handoffs) == 1
     assert handoffs[0].reason == "asked" and handoffs[0].context["shipments"][0]["status"] == "in_transit"
+
+
+async def test_starting_the_address_form_with_cleared_slots_says_nothing(shop):
+    """Clearing the new-address slots when the form starts is not an answer to complain about."""
+    form, dispatcher = ValidateAddressForm(), CollectingDispatcher()
+    track = tracker("", "change_address", active_loop="address_form")
+    for slot in ("new_street", "new_city", "new_postcode", "new_country", "address_confirmed"):
+        assert getattr(form, f"validate_{slot}")(None, dispatcher, track, DOMAIN) == {}
+    assert dispatcher.messages == []
