@@ -28,7 +28,15 @@ def read_tsv(path: Path) -> List[Tuple[str, str]]:
 
 
 async def predict(model: Path, texts: Sequence[str]) -> List[str]:
+    import logging
+
     from rasa.core.agent import Agent
+    from rasa.utils.common import configure_logging_and_warnings
+    from rasa.utils.log_utils import configure_structlog
+
+    # Rasa logs every parsed message at debug level; the report is the output.
+    configure_logging_and_warnings(logging.ERROR)
+    configure_structlog(logging.ERROR)
 
     agent = Agent.load(str(model))
     predictions = []
