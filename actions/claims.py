@@ -37,6 +37,8 @@ class ValidateClaimForm(FormValidationAction):
 
     def validate_resolution_choice(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                                    domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if value is None:  # cleared when the form starts; the form asks
+            return {}
         if value in ("refund", "reship"):
             return {"resolution_choice": value}
         dispatcher.utter_message(response="utter_ask_resolution_choice")

@@ -52,3 +52,25 @@ class ActionFallback(Action):
             dispatcher.utter_message(response="utter_default")
             dispatcher.utter_message(response="utter_menu")
         return []
+
+
+def last_bot_text(tracker: Tracker) -> str:
+    for event in reversed(tracker.events):
+        if event.get("event") == "bot":
+            return event.get("text") or ""
+    return ""
+
+
+class ActionAffirm(Action):
+    """A bare "yes": accepts the offer of a person if that was the question, else shows the menu."""
+
+    def name(self) -> Text:
+        return "action_affirm"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: Dict[Text, Any]) -> List[EventType]:
+        offer = domain.get("responses", {}).get("utter_offer_human", [{}])[0].get("text", "")
+        if offer and last_bot_text(tracker) == offer:
+            return await ActionHandoff().run(dispatcher, tracker, domain)
+        dispatcher.utter_message(response="utter_menu")
+        return []

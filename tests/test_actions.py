@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from actions.address import ActionSubmitAddress, ValidateAddressForm
 from actions.claims import ActionSubmitClaim, ValidateClaimForm
-from actions.handoff import ActionFallback, ActionHandoff
+from actions.handoff import ActionAffirm, ActionFallback, ActionHandoff
 from actions.jobs import ActionContinueJob
 from actions.verification import ActionRouteJob, ValidateVerifyForm
 from bot import config as bot_config
@@ -472,4 +472,23 @@ async def test_starting_the_address_form_with_cleared_slots_says_nothing(shop):
     track = tracker("", "change_address", active_loop="address_form")
     for slot in ("new_street", "new_city", "new_postcode", "new_country", "address_confirmed"):
         assert getattr(form, f"validate_{slot}")(None, dispatcher, track, DOMAIN) == {}
+    assert dispatcher.messages == []
+
+
+async def test_yes_to_the_offer_of_a_person_hands_over_and_any_other_yes_shows_the_menu(shop):
+    """'yes' right after "Would you like me to pass you to a colleague?" creates the handoff."""
+    offer = DOMAIN["responses"]["utter_offer_human"][0]["text"]
+    track = tracker("yes", "affirm", history=[{"event": "bot", "text": offer}])
+    _, messages = await run(ActionAffirm(), track)
+    assert messages[-1]["response"] == "utter_handoff"
+    with db.session_factory(shop["engine"])() as session:
+        assert session.scalars(select(Handoff).where(Handoff.conversation_id == track.sender_id)).one()
+    _, messages = await run(ActionAffirm(), tracker("yes", "affirm", history=[{"event": "bot", "text": "Hi!"}]))
+    assert messages[-1]["response"] == "utter_menu"
+
+
+async def test_starting_the_claim_form_asks_for_the_choice_once(shop):
+    """The cleared choice is not validated into a second question."""
+    dispatcher = CollectingDispatcher()
+    assert ValidateClaimForm().validate_resolution_choice(None, dispatcher, tracker(), DOMAIN) == {}
     assert dispatcher.messages == []
