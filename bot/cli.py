@@ -117,24 +117,22 @@ def cmd_check_settings(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
-    from bot.runner import StartupError, serve
+def _start(settings: Settings, what: str) -> int:
+    from bot import runner
 
     try:
-        return serve(settings)
-    except StartupError as exc:
+        return getattr(runner, what)(settings)
+    except runner.StartupError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+
+
+def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+    return _start(settings, "serve")
 
 
 def cmd_shell(settings: Settings, _args: argparse.Namespace) -> int:
-    from bot.runner import StartupError, shell
-
-    try:
-        return shell(settings)
-    except StartupError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+    return _start(settings, "shell")
 
 
 def cmd_eval_nlu(settings: Settings, args: argparse.Namespace) -> int:
