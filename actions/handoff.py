@@ -67,6 +67,7 @@ class ActionAffirm(Action):
     def name(self) -> Text:
         return "action_affirm"
 
+    @polite_failure
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
         offer = domain.get("responses", {}).get("utter_offer_human", [{}])[0].get("text", "")
