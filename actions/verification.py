@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Text
+import logging
+from typing import Any, Dict, List, Text
 
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, SlotSet
@@ -12,7 +13,7 @@ from actions.common import JOBS, entity, latest_intent, latest_text, now, polite
 from bot.parsing import TRACKING, find_details, find_email, find_order_number, find_postcode, find_tracking_number
 from bot.verification import LOCKED, VERIFIED, verify
 
-FORGET_VERIFICATION = ["verified_order", "identity_proof"]
+logger = logging.getLogger(__name__)
 
 
 class ActionRouteJob(Action):
@@ -66,9 +67,7 @@ class ValidateVerifyForm(FormValidationAction):
         try:
             return await super().run(dispatcher, tracker, domain)
         except Exception:  # noqa: BLE001 - never a silent turn
-            import logging
-
-            logging.getLogger(__name__).exception("verification failed for %s", tracker.sender_id)
+            logger.exception("verification failed for %s", tracker.sender_id)
             dispatcher.utter_message(response="utter_sorry_error")
             dispatcher.utter_message(response="utter_offer_human")
             return [SlotSet("requested_slot", None), SlotSet("order_number", None), SlotSet("identity_proof", None)]
@@ -147,6 +146,3 @@ class ValidateVerifyForm(FormValidationAction):
         dispatcher.utter_message(response="utter_proof_mismatch")
         return {"order_number": None, "identity_proof": None}
 
-
-def verified_order(tracker: Tracker) -> Optional[str]:
-    return tracker.get_slot("verified_order")

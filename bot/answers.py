@@ -23,6 +23,7 @@ from bot.carriers import (
     PENDING,
     REASON_LABELS,
     RETURNED_TO_SENDER,
+    STATUS_LABELS,
 )
 from bot.config import Settings
 from bot.models import Order, Shipment
@@ -164,7 +165,7 @@ def delay_answer(order: Order, settings: Settings, now: dt.datetime) -> DelayAns
         if not (state.is_late or state.expected_late or state.stalled or state.presumed_lost):
             eta = f" and is expected {day(state.eta, today)}" if state.eta else ""
             by = f" We promised it by {day(promised, today)}." if promised else ""
-            messages.append(f"{label} isn't late: it's {_STATUS_PLAIN(state)}{eta}.{by}")
+            messages.append(f"{label} isn't late: it's {STATUS_LABELS.get(state.status, state.status)}{eta}.{by}")
             continue
         any_late = True
         worst = max(worst, state.days_late)
@@ -198,12 +199,6 @@ def delay_answer(order: Order, settings: Settings, now: dt.datetime) -> DelayAns
     claim = any(p.state.presumed_lost or (p.state.is_late and p.state.days_late >= policy.late_claim_days)
                 for p in found)
     return DelayAnswer(tuple(messages), True, code, claim)
-
-
-def _STATUS_PLAIN(state: ShipmentState) -> str:  # noqa: N802 - reads like a table lookup
-    from bot.carriers import STATUS_LABELS
-
-    return STATUS_LABELS.get(state.status, state.status)
 
 
 def summary_line(order: Order, found: Sequence[Parcel]) -> str:

@@ -105,7 +105,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
             else:
                 report = import_events(session=session, path=path, settings=settings)
     except ImportFailed as exc:
-        print(f"Nothing was imported; fix these and try again:\n" + "\n".join(f"  {p}" for p in exc.problems),
+        print("Nothing was imported; fix these and try again:\n" + "\n".join(f"  {p}" for p in exc.problems),
               file=sys.stderr)
         return 1
     print(f"Imported {path.name}: {report.summary()}.")
