@@ -18,7 +18,7 @@ find_python = $(firstword $(foreach c,$(PY_CANDIDATES),$(shell $(c) -c 'import s
 
 EVAL_SET ?= ../shared/eval/dev.tsv
 
-.PHONY: help run test setup install train validate shell eval clean
+.PHONY: help run test setup install train validate shell eval tune-fallback clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,12 @@ shell: setup $(MODEL) ## chat in the terminal (starts the action server too)
 
 eval: $(MODEL) ## measure intent recognition on EVAL_SET (never trained on)
 	@$(PYTHON) -m bot eval-nlu $(EVAL_SET)
+
+tune-fallback: $(INSTALLED) ## choose the fallback threshold on an 80/20 split of data/nlu
+	rm -rf .run/split && mkdir -p .run/split
+	$(VENV)/bin/rasa data split nlu --nlu data/nlu --training-fraction 0.8 --random-seed 7 --out .run/split
+	$(VENV)/bin/rasa train nlu --nlu .run/split/training_data.yml --config config.yml --out .run/split --fixed-model-name split
+	@$(PYTHON) -m bot tune-fallback .run/split/split.tar.gz .run/split/test_data.yml
 
 clean: ## remove the virtualenv, trained models and local databases
 	rm -rf $(VENV) models/*.tar.gz .rasa .pytest_cache

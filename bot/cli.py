@@ -7,6 +7,7 @@
     import orders FILE    orders and shipments from CSV or JSON
     import events FILE    carrier tracking events from CSV or JSON
     eval-nlu FILE         measure intent recognition on a held-out TSV
+    tune-fallback M F     fallback-threshold table for model M on held-out NLU file F
     check-settings        validate .env and the environment
     run                   start the action server and the Rasa server
     shell                 chat in the terminal (starts the action server too)
@@ -155,6 +156,17 @@ def cmd_eval_nlu(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune_fallback(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.nlu_eval import fallback_table
+
+    rows = fallback_table(Path(args.model), Path(args.held_out), [0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    print("threshold  core macro-F1  accuracy  fallback rate")
+    for row in rows:
+        print(f"{row['threshold']:>9.1f}  {row['core_macro_f1']:>13.3f}  {row['accuracy']:>8.3f}  "
+              f"{row['fallback_rate']:>13.3f}")
+    return 0
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -181,6 +193,10 @@ def parser() -> argparse.ArgumentParser:
     evaluation = sub.add_parser("eval-nlu", help="measure intent recognition on a held-out TSV")
     evaluation.add_argument("dataset")
     evaluation.set_defaults(func=cmd_eval_nlu)
+    tune = sub.add_parser("tune-fallback", help="fallback threshold table on a held-out split of data/nlu")
+    tune.add_argument("model")
+    tune.add_argument("held_out")
+    tune.set_defaults(func=cmd_tune_fallback)
     sub.add_parser("check-settings", help="validate settings").set_defaults(func=cmd_check_settings)
     sub.add_parser("run", help="start the assistant").set_defaults(func=cmd_run)
     sub.add_parser("shell", help="chat with the assistant in the terminal").set_defaults(func=cmd_shell)

@@ -100,3 +100,45 @@ def evaluate(model: Path, dataset: Path, out: Path) -> Dict[str, object]:
     errors = [{"text": t, "gold": g, "predicted": p} for (t, g), p in zip(rows, predicted) if g != p]
     out.with_name(out.stem + "_errors.json").write_text(json.dumps(errors, indent=2, ensure_ascii=False))
     return result
+
+
+async def _top_intents(model: Path, texts: Sequence[str]) -> List[Tuple[str, float]]:
+    import logging
+
+    from rasa.core.agent import Agent
+    from rasa.utils.common import configure_logging_and_warnings
+    from rasa.utils.log_utils import configure_structlog
+
+    configure_logging_and_warnings(logging.ERROR)
+    configure_structlog(logging.ERROR)
+    agent = Agent.load(str(model))
+    top = []
+    for text in texts:
+        parsed = await agent.parse_message(text)
+        ranking = [r for r in parsed.get("intent_ranking") or [] if r["name"] != "nlu_fallback"]
+        top.append((ranking[0]["name"], float(ranking[0]["confidence"])) if ranking else ("none", 0.0))
+    return top
+
+
+def fallback_table(model: Path, held_out: Path, thresholds: Sequence[float]) -> List[Dict[str, float]]:
+    """Core macro-F1, accuracy and fallback rate on a held-out split of our own data, per threshold.
+
+    Used to choose `FallbackClassifier.threshold` without touching the evaluation set.
+    """
+    from rasa.shared.nlu.training_data.loading import load_data
+    from sklearn.metrics import f1_score
+
+    examples = load_data(str(held_out)).intent_examples
+    gold = [e.get("intent") for e in examples]
+    top = asyncio.run(_top_intents(model, [e.get("text") for e in examples]))
+    rows = []
+    for threshold in thresholds:
+        predicted = [name if confidence >= threshold else "nlu_fallback" for name, confidence in top]
+        rows.append({
+            "threshold": threshold,
+            "core_macro_f1": round(float(f1_score(gold, predicted, labels=list(CORE_INTENTS), average="macro",
+                                                  zero_division=0)), 4),
+            "accuracy": round(sum(g == p for g, p in zip(gold, predicted)) / len(gold), 4),
+            "fallback_rate": round(predicted.count("nlu_fallback") / len(gold), 4),
+        })
+    return rows
