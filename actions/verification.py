@@ -10,6 +10,7 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import JOBS, entity, latest_intent, latest_text, now, polite_failure, settings, store
+from bot.claims import CLAIM_REASONS
 from bot.parsing import TRACKING, find_details, find_email, find_order_number, find_postcode, find_tracking_number
 from bot.verification import LOCKED, VERIFIED, verify
 
@@ -33,7 +34,7 @@ class ActionRouteJob(Action):
         job = JOBS.get(latest_intent(tracker)) or tracker.get_slot("pending_job") or "status"
         events.append(SlotSet("pending_job", job))
         reason = entity(tracker, "claim_reason")
-        if reason in ("lost", "damaged", "late", "not_received"):
+        if reason in CLAIM_REASONS:
             events.append(SlotSet("claim_reason", reason))
         text = latest_text(tracker) if not latest_text(tracker).startswith("/") else ""
         details = find_details(text, settings().order_number_prefix, loose=True)

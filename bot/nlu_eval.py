@@ -13,7 +13,7 @@ import csv
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 CORE_INTENTS = ("order_status", "delivery_delay", "change_address", "refund_or_reship", "human_handoff")
 WISMO = {"order_status": "wismo", "delivery_delay": "wismo"}
@@ -27,7 +27,8 @@ def read_tsv(path: Path) -> List[Tuple[str, str]]:
     return [(r[0], r[1]) for r in rows if len(r) >= 2 and r[0].strip()]
 
 
-async def predict(model: Path, texts: Sequence[str]) -> List[str]:
+async def parse_all(model: Path, texts: Sequence[str]) -> List[Dict[str, Any]]:
+    """Rasa's parse of each text with the trained model."""
     import logging
 
     from rasa.core.agent import Agent
@@ -37,13 +38,18 @@ async def predict(model: Path, texts: Sequence[str]) -> List[str]:
     # Rasa logs every parsed message at debug level; the report is the output.
     configure_logging_and_warnings(logging.ERROR)
     configure_structlog(logging.ERROR)
-
     agent = Agent.load(str(model))
-    predictions = []
-    for text in texts:
-        parsed = await agent.parse_message(text)
-        predictions.append((parsed.get("intent") or {}).get("name") or "none")
-    return predictions
+    return [await agent.parse_message(text) for text in texts]
+
+
+def predicted_intent(parsed: Dict[str, Any]) -> str:
+    return (parsed.get("intent") or {}).get("name") or "none"
+
+
+def top_intent(parsed: Dict[str, Any]) -> Tuple[str, float]:
+    """The best real intent and its confidence, whatever the fallback decided."""
+    ranking = [r for r in parsed.get("intent_ranking") or [] if r["name"] != "nlu_fallback"]
+    return (ranking[0]["name"], float(ranking[0]["confidence"])) if ranking else ("none", 0.0)
 
 
 def report(gold: Sequence[str], predicted: Sequence[str]) -> Dict[str, object]:
@@ -93,31 +99,13 @@ def render(result: Dict[str, object]) -> str:
 
 def evaluate(model: Path, dataset: Path, out: Path) -> Dict[str, object]:
     rows = read_tsv(dataset)
-    predicted = asyncio.run(predict(model, [text for text, _ in rows]))
+    predicted = [predicted_intent(p) for p in asyncio.run(parse_all(model, [text for text, _ in rows]))]
     result = report([intent for _, intent in rows], predicted)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     errors = [{"text": t, "gold": g, "predicted": p} for (t, g), p in zip(rows, predicted) if g != p]
     out.with_name(out.stem + "_errors.json").write_text(json.dumps(errors, indent=2, ensure_ascii=False))
     return result
-
-
-async def _top_intents(model: Path, texts: Sequence[str]) -> List[Tuple[str, float]]:
-    import logging
-
-    from rasa.core.agent import Agent
-    from rasa.utils.common import configure_logging_and_warnings
-    from rasa.utils.log_utils import configure_structlog
-
-    configure_logging_and_warnings(logging.ERROR)
-    configure_structlog(logging.ERROR)
-    agent = Agent.load(str(model))
-    top = []
-    for text in texts:
-        parsed = await agent.parse_message(text)
-        ranking = [r for r in parsed.get("intent_ranking") or [] if r["name"] != "nlu_fallback"]
-        top.append((ranking[0]["name"], float(ranking[0]["confidence"])) if ranking else ("none", 0.0))
-    return top
 
 
 def fallback_table(model: Path, held_out: Path, thresholds: Sequence[float]) -> List[Dict[str, float]]:
@@ -130,7 +118,7 @@ def fallback_table(model: Path, held_out: Path, thresholds: Sequence[float]) -> 
 
     examples = load_data(str(held_out)).intent_examples
     gold = [e.get("intent") for e in examples]
-    top = asyncio.run(_top_intents(model, [e.get("text") for e in examples]))
+    top = [top_intent(p) for p in asyncio.run(parse_all(model, [e.get("text") for e in examples]))]
     rows = []
     for threshold in thresholds:
         predicted = [name if confidence >= threshold else "nlu_fallback" for name, confidence in top]
