@@ -6,7 +6,7 @@
     demo-orders [--json]  one order per demo scenario, to try each conversation
     import orders FILE    orders and shipments from CSV or JSON
     import events FILE    carrier tracking events from CSV or JSON
-    eval-nlu FILE         measure intent recognition on a held-out TSV
+    eval-nlu FILE [--model M]  measure intent recognition on a held-out TSV
     tune-fallback M F     fallback-threshold table for model M on held-out NLU file F
     check-settings        validate .env and the environment
     run                   start the action server and the Rasa server
@@ -146,10 +146,13 @@ def cmd_eval_nlu(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{dataset}: no such file (set EVAL_SET to the TSV to measure on)", file=sys.stderr)
         return 2
     try:
-        model = latest_model(PROJECT_ROOT / "models")
+        model = Path(args.model) if args.model else latest_model(PROJECT_ROOT / "models")
     except StartupError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    if not model.is_file():
+        print(f"{model}: no such model file", file=sys.stderr)
+        return 2
     result = evaluate(model, dataset, PROJECT_ROOT / "results" / "nlu_eval.json")
     print(f"NLU evaluation of {model.name} on {dataset}\n" + render(result))
     print("\nDetails: results/nlu_eval.json, misclassified messages: results/nlu_eval_errors.json")
@@ -192,6 +195,7 @@ def parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_import)
     evaluation = sub.add_parser("eval-nlu", help="measure intent recognition on a held-out TSV")
     evaluation.add_argument("dataset")
+    evaluation.add_argument("--model", help="the model to measure (default: the newest in models/)")
     evaluation.set_defaults(func=cmd_eval_nlu)
     tune = sub.add_parser("tune-fallback", help="fallback threshold table on a held-out split of data/nlu")
     tune.add_argument("model")

@@ -17,7 +17,7 @@ from typing import Dict, FrozenSet, List, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, Field, ValidationError, validator
+from pydantic import BaseModel, Field, ValidationError, root_validator, validator
 
 from bot.carriers import CANONICAL_STATUSES
 
@@ -25,6 +25,17 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: Secrets that ship in `.env.example`; refused outside development.
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "dev-token-change-me"})
+
+
+#: Meta's Graph API, which WhatsApp Cloud and the Messenger Send API are part of.
+GRAPH_API_BASE_URL = "https://graph.facebook.com/v21.0"
+
+#: The settings each optional channel needs; all set switches the channel on.
+CHANNEL_SECRETS: Dict[str, tuple] = {
+    "whatsapp": ("whatsapp_verify_token", "whatsapp_app_secret", "whatsapp_access_token",
+                 "whatsapp_phone_number_id"),
+    "messenger": ("messenger_verify_token", "messenger_app_secret", "messenger_page_access_token"),
+}
 
 
 class SettingsError(Exception):
@@ -105,6 +116,17 @@ class Settings(BaseModel):
     rasa_cors_origins: str = "*"
     rasa_endpoints: str = "endpoints.yml"
     rasa_credentials: str = "credentials.yml"
+    # Channels.  A channel is switched on by setting all of its secrets.
+    widget_origins: str = ""
+    whatsapp_verify_token: str = ""
+    whatsapp_app_secret: str = ""
+    whatsapp_access_token: str = ""
+    whatsapp_phone_number_id: str = ""
+    whatsapp_api_base_url: str = GRAPH_API_BASE_URL
+    messenger_verify_token: str = ""
+    messenger_app_secret: str = ""
+    messenger_page_access_token: str = ""
+    messenger_api_base_url: str = GRAPH_API_BASE_URL
     policy: Policy = Policy()
 
     class Config:
@@ -154,6 +176,42 @@ class Settings(BaseModel):
         if values.get("env") == "production" and value.strip().lower() in PLACEHOLDER_SECRETS:
             raise ValueError("set a real secret in production (it protects the Rasa HTTP API)")
         return value
+
+    @validator("widget_origins")
+    def _origins(cls, value: str) -> str:
+        for origin in (part.strip() for part in value.split(",")):
+            if origin and origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin such as https://shop.example.com (no path)")
+        return value
+
+    @validator("whatsapp_api_base_url", "messenger_api_base_url")
+    def _base_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://\S+", value):
+            raise ValueError("an http(s) URL such as https://graph.facebook.com/v21.0")
+        return value.rstrip("/")
+
+    @root_validator(skip_on_failure=True)
+    def _channels_complete(cls, values: Dict[str, object]) -> Dict[str, object]:
+        # A half-configured channel is a mistake that would otherwise only show
+        # when Meta first calls the webhook.
+        for channel, fields in CHANNEL_SECRETS.items():
+            given = [f for f in fields if str(values.get(f) or "").strip()]
+            if given and len(given) < len(fields):
+                missing = ", ".join(f.upper() for f in fields if f not in given)
+                raise ValueError(f"the {channel} channel is half configured: also set {missing}")
+            if given and values.get("env") == "production":
+                weak = [f.upper() for f in fields if str(values[f]).strip().lower() in PLACEHOLDER_SECRETS]
+                if weak:
+                    raise ValueError(f"set real secrets in production: {', '.join(weak)}")
+        return values
+
+    def channel_enabled(self, channel: str) -> bool:
+        """Whether every secret of `channel` ("whatsapp", "messenger") is set."""
+        return all(str(getattr(self, field)).strip() for field in CHANNEL_SECRETS[channel])
+
+    @property
+    def widget_origin_list(self) -> List[str]:
+        return [part.strip() for part in self.widget_origins.split(",") if part.strip()]
 
     @property
     def tz(self) -> ZoneInfo:
@@ -218,8 +276,11 @@ def load_settings(
 def _describe(exc: ValidationError, names: Dict[str, str]) -> List[str]:
     lines = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "?"
-        lines.append(f"  {names.get(field, field.upper())}: {error['msg']}")
+        field = str(error["loc"][0]) if error["loc"] else "__root__"
+        if field == "__root__":
+            lines.append(f"  {error['msg']}")
+        else:
+            lines.append(f"  {names.get(field, field.upper())}: {error['msg']}")
     return lines
 
 

@@ -362,3 +362,20 @@ class StoreMeta(Base):
 
     key = Column(String(80), primary_key=True)
     value = Column(String(500), nullable=False)
+
+
+class ChannelDelivery(Base):
+    """A message id a channel has already handed to the assistant.
+
+    Meta re-delivers webhooks it thinks were missed, to any replica and for
+    days; the unique key makes the first delivery the only one processed.
+    """
+
+    __tablename__ = "channel_deliveries"
+
+    id = Column(Integer, primary_key=True)
+    channel = Column(String(40), nullable=False)
+    message_id = Column(String(255), nullable=False)
+    received_at = Column(UTCDateTime, nullable=False, default=utcnow, index=True)
+
+    __table_args__ = (UniqueConstraint("channel", "message_id"),)

@@ -14,10 +14,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 import httpx
 
+from bot.channels import enabled_channels, effective_credentials, write_credentials
 from bot.config import PROJECT_ROOT, Settings
 
 STARTUP_TIMEOUT_S = 240.0
@@ -67,7 +68,8 @@ def child_environment(settings: Settings) -> Dict[str, str]:
     return env
 
 
-def commands(settings: Settings, model: Path) -> Dict[str, List[str]]:
+def commands(settings: Settings, model: Path, credentials: Optional[Path] = None) -> Dict[str, List[str]]:
+    """The two servers' command lines; `credentials` is the effective channel file."""
     bin_dir = Path(sys.executable).parent
     return {
         "action server": [
@@ -78,7 +80,7 @@ def commands(settings: Settings, model: Path) -> Dict[str, List[str]]:
             str(bin_dir / "rasa"), "run",
             "--model", str(model),
             "--endpoints", str(settings.path(settings.rasa_endpoints)),
-            "--credentials", str(settings.path(settings.rasa_credentials)),
+            "--credentials", str(credentials or settings.path(settings.rasa_credentials)),
             "--interface", settings.rasa_host,
             "--port", str(settings.rasa_port),
             "--enable-api", "--auth-token", settings.rasa_auth_token,
@@ -107,15 +109,22 @@ def _ready(settings: Settings) -> bool:
     return action.status_code == 200 and status.status_code == 200 and bool(status.json().get("model_file"))
 
 
-def banner(settings: Settings) -> str:
+def banner(settings: Settings, channels: Iterable[str] = ()) -> str:
     host = "localhost" if settings.rasa_host in ("127.0.0.1", "0.0.0.0") else settings.rasa_host
     base = f"http://{host}:{settings.rasa_port}"
+    lines = [
+        "",
+        f"  {settings.shop_name} order assistant is ready.",
+    ]
+    if "widget" in channels:
+        lines.append(f"  Demo shop page:   {base}/widget/   (the chat widget, embedded)")
+    lines.append(f"  Chat over REST:   curl -s {base}/webhooks/rest/webhook -d '{{\"sender\": \"me\", \"message\": \"hi\"}}'")
+    if "whatsapp" in channels:
+        lines.append(f"  WhatsApp webhook: {base}/webhooks/whatsapp/webhook")
+    if "messenger" in channels:
+        lines.append(f"  Messenger webhook: {base}/webhooks/messenger/webhook")
     return "\n".join(
-        [
-            "",
-            f"  {settings.shop_name} order assistant is ready.",
-            f"  Chat over REST:   curl -s {base}/webhooks/rest/webhook -d '{{\"sender\": \"me\", \"message\": \"hi\"}}'",
-            f"  Socket.io:        {base}/socket.io",
+        lines + [
             f"  Rasa HTTP API:    {base}/status?token=<RASA_AUTH_TOKEN>",
             f"  Action server:    http://localhost:{settings.action_port}/health",
             "  Demo orders:      .venv/bin/python -m bot demo-orders",
@@ -148,6 +157,11 @@ def serve(settings: Settings, model: Optional[Path] = None) -> int:
     """Run both servers until interrupted; returns the exit code."""
     check_ports(settings)
     model = model or latest_model(PROJECT_ROOT / "models")
+    try:
+        credentials = write_credentials(settings, PROJECT_ROOT / ".run" / f"rasa-{settings.rasa_port}")
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    channels = enabled_channels(effective_credentials(settings))
     env = child_environment(settings)
     processes: Dict[str, subprocess.Popen] = {}
     stopping = False
@@ -158,7 +172,7 @@ def serve(settings: Settings, model: Optional[Path] = None) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for name, argv in commands(settings, model).items():
+        for name, argv in commands(settings, model, credentials).items():
             processes[name] = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, start_new_session=True)
         print(f"Starting the action server (port {settings.action_port}) and Rasa (port {settings.rasa_port}) "
               f"with {model.name} ...", flush=True)
@@ -172,7 +186,7 @@ def serve(settings: Settings, model: Optional[Path] = None) -> int:
             if not ready:
                 if _ready(settings):
                     ready = True
-                    print(banner(settings), flush=True)
+                    print(banner(settings, channels), flush=True)
                 elif time.monotonic() - started > STARTUP_TIMEOUT_S:
                     print(f"The servers did not become ready within {STARTUP_TIMEOUT_S:.0f} s.", file=sys.stderr)
                     return 1
