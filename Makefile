@@ -7,6 +7,7 @@ VENV      := .venv
 PYTHON    := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 MODEL     := models/wismo.tar.gz
+WIDGET_DEPS := widget/node_modules/.package-lock.json
 DATA      := $(shell find data -type f -name '*.yml' 2>/dev/null)
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 
@@ -18,7 +19,7 @@ find_python = $(firstword $(foreach c,$(PY_CANDIDATES),$(shell $(c) -c 'import s
 
 EVAL_SET ?= ../shared/eval/dev.tsv
 
-.PHONY: help run test setup install train validate shell eval tune-fallback clean
+.PHONY: help run test setup install train validate shell eval tune-fallback clean browser
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,11 +27,34 @@ help: ## list the targets
 run: setup $(MODEL) ## set everything up and start the assistant
 	@$(PYTHON) -m bot run
 
-test: setup $(MODEL) ## set everything up and run the whole test suite
+test: setup $(MODEL) browser ## set everything up and run the whole test suite
 	$(PYTHON) -m pytest
 
-setup: $(INSTALLED) ## install, migrate the store, seed demo data when empty
+# The browser tests drive Debian's Chromium (no browser download).
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM
+browser: ## install the headless Chromium the browser tests drive, if missing
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || exit 1; \
+	  else \
+	    echo "The browser tests need Chromium at $(CHROMIUM): install it (Debian: sudo apt-get install chromium) or set CHROMIUM=/path/to/chromium." >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+setup: $(INSTALLED) $(WIDGET_DEPS) ## install, migrate the store, seed demo data when empty
 	@$(PYTHON) -m bot setup
+
+# The site widget's one npm dependency (socket.io-client), exactly as widget/package-lock.json pins it.
+$(WIDGET_DEPS): widget/package.json widget/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  echo "Installing the site widget's socket.io client (npm ci in widget/)"; \
+	  cd widget && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.package-lock.json; \
+	else \
+	  echo "npm not found: the site widget (/widget/) needs Node.js 18+ with npm; the rest works without it." >&2; \
+	fi
 
 install: $(INSTALLED) ## create .venv and install the pinned dependencies
 
@@ -70,5 +94,5 @@ tune-fallback: $(INSTALLED) ## choose the fallback threshold on an 80/20 split o
 	@$(PYTHON) -m bot tune-fallback .run/split/split.tar.gz .run/split/test_data.yml
 
 clean: ## remove the virtualenv, trained models and local databases
-	rm -rf $(VENV) models/*.tar.gz .rasa .pytest_cache
+	rm -rf $(VENV) models/*.tar.gz .rasa .pytest_cache widget/node_modules
 	rm -f wismo.db rasa_tracker.db

@@ -25,9 +25,12 @@ def first_delivery(*, session: Session, channel: str, message_id: str,
     """Record `message_id` for `channel`; False when it was recorded before.
 
     The unique key decides, so two replicas receiving the same delivery at
-    the same moment cannot both process it.  The caller commits.
+    the same moment cannot both process it.  Ids older than :data:`KEEP_FOR`
+    are dropped on the way (an indexed range delete, cheap when there are
+    none), so the table stays small without a scheduled job.  The caller commits.
     """
     now = now or dt.datetime.now(dt.timezone.utc)
+    forget_old_deliveries(session=session, now=now)
     try:
         with session.begin_nested():
             session.add(ChannelDelivery(channel=channel, message_id=message_id[:255], received_at=now))

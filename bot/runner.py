@@ -8,10 +8,12 @@ is stopped too, so nothing is left holding a port.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
@@ -49,6 +51,13 @@ def latest_model(models_dir: Path) -> Path:
     if not models:
         raise StartupError(f"No trained model in {models_dir}: run `make run` (it trains one) or `make train`.")
     return models[-1]
+
+
+def _run_root() -> Path:
+    """Where a running assistant keeps its generated files (ignored by git)."""
+    root = PROJECT_ROOT / ".run"
+    root.mkdir(exist_ok=True)
+    return root
 
 
 def check_ports(settings: Settings) -> None:
@@ -157,9 +166,11 @@ def serve(settings: Settings, model: Optional[Path] = None) -> int:
     """Run both servers until interrupted; returns the exit code."""
     check_ports(settings)
     model = model or latest_model(PROJECT_ROOT / "models")
+    run_dir = Path(tempfile.mkdtemp(prefix=f"rasa-{settings.rasa_port}-", dir=_run_root()))
     try:
-        credentials = write_credentials(settings, PROJECT_ROOT / ".run" / f"rasa-{settings.rasa_port}")
+        credentials = write_credentials(settings, run_dir)
     except ValueError as exc:
+        shutil.rmtree(run_dir, ignore_errors=True)
         raise StartupError(str(exc)) from None
     channels = enabled_channels(effective_credentials(settings))
     env = child_environment(settings)
@@ -195,6 +206,7 @@ def serve(settings: Settings, model: Optional[Path] = None) -> int:
         return 0
     finally:
         _stop(processes)
+        shutil.rmtree(run_dir, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

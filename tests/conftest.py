@@ -124,3 +124,83 @@ def demo_session(demo_engine: Engine) -> Iterator[Session]:
     with db.session_factory(demo_engine)() as session:
         yield session
         session.rollback()
+
+
+# --- the running assistant ------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "wismo.tar.gz"
+
+#: Channel secrets the suite's assistant runs with (test values, not real ones).
+CHANNEL_ENV = {
+    "WHATSAPP_VERIFY_TOKEN": "wa-verify-token",
+    "WHATSAPP_APP_SECRET": "wa-app-secret",
+    "WHATSAPP_ACCESS_TOKEN": "wa-access-token",
+    "WHATSAPP_PHONE_NUMBER_ID": "1098765432",
+    "MESSENGER_VERIFY_TOKEN": "fb-verify-token",
+    "MESSENGER_APP_SECRET": "fb-app-secret",
+    "MESSENGER_PAGE_ACCESS_TOKEN": "fb-page-token",
+}
+
+
+#: Debian's Chromium, driven by Playwright (`make test` installs it when missing).
+CHROMIUM = os.environ.get("CHROMIUM") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def fake_graph():
+    """Meta's Graph API, faked on loopback; both Meta channels send to it."""
+    from .fakegraph import FakeGraph
+
+    graph = FakeGraph().start()
+    yield graph
+    graph.stop()
+
+
+@pytest.fixture(scope="session")
+def assistant(tmp_path_factory, fake_graph):
+    """`python -m bot run` on free ports, every channel on, a freshly seeded store.
+
+    One for the whole suite: starting Rasa costs half a minute.  Tests talk to it
+    with their own conversation ids, so they do not disturb each other.
+    """
+    import json
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    assert MODEL.is_file(), "no trained model: `make test` trains it first (or run `make train`)"
+    tmp = tmp_path_factory.mktemp("assistant")
+    endpoints = tmp / "endpoints.yml"
+    endpoints.write_text("action_endpoint:\n  url: ${ACTION_ENDPOINT_URL}\n")
+    env = {**os.environ, **CHANNEL_ENV,
+           "DATABASE_URL": f"sqlite:///{tmp / 'store.db'}", "RASA_PORT": str(free_port()),
+           "ACTION_PORT": str(free_port()), "RASA_AUTH_TOKEN": "conv-token", "RASA_ENDPOINTS": str(endpoints),
+           "WHATSAPP_API_BASE_URL": fake_graph.url, "MESSENGER_API_BASE_URL": fake_graph.url}
+    subprocess.run([sys.executable, "-m", "bot", "setup"], cwd=ROOT, env=env, check=True, capture_output=True)
+    listed = subprocess.run([sys.executable, "-m", "bot", "demo-orders", "--json"], cwd=ROOT, env=env, check=True,
+                            capture_output=True, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=ROOT, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output: list = []
+    threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    deadline = time.monotonic() + 240
+    while not any("is ready" in line for line in output):
+        assert process.poll() is None and time.monotonic() < deadline, "".join(output)[-3000:]
+        time.sleep(0.5)
+    yield {"url": f"http://127.0.0.1:{env['RASA_PORT']}", "orders": {r["scenario"]: r for r in json.loads(listed.stdout)},
+           "token": "conv-token", "env": env, "output": output, "database_url": env["DATABASE_URL"]}
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)

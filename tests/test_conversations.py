@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .test_runner import MODEL, free_port
+from .conftest import MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 RASA = str(Path(sys.executable).parent / "rasa")
@@ -33,29 +28,8 @@ def test_conversation_stories_are_predicted_exactly(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`python -m bot run` on free ports with a freshly seeded store."""
-    assert MODEL.is_file(), "no trained model: `make test` trains it first (or run `make train`)"
-    tmp = tmp_path_factory.mktemp("server")
-    endpoints = tmp / "endpoints.yml"
-    endpoints.write_text("action_endpoint:\n  url: ${ACTION_ENDPOINT_URL}\n")
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp / 'store.db'}", "RASA_PORT": str(free_port()),
-           "ACTION_PORT": str(free_port()), "RASA_AUTH_TOKEN": "conv-token", "RASA_ENDPOINTS": str(endpoints)}
-    subprocess.run([sys.executable, "-m", "bot", "setup"], cwd=ROOT, env=env, check=True, capture_output=True)
-    listed = subprocess.run([sys.executable, "-m", "bot", "demo-orders", "--json"], cwd=ROOT, env=env, check=True,
-                            capture_output=True, text=True)
-    process = subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output: list[str] = []
-    threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, "")), daemon=True).start()
-    deadline = time.monotonic() + 240
-    while not any("is ready" in line for line in output):
-        assert process.poll() is None and time.monotonic() < deadline, "".join(output)[-3000:]
-        time.sleep(0.5)
-    yield {"url": f"http://127.0.0.1:{env['RASA_PORT']}", "orders": {r["scenario"]: r for r in json.loads(listed.stdout)},
-           "token": "conv-token"}
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
+def server(assistant):
+    return assistant
 
 
 class Chat:
