@@ -63,6 +63,8 @@ if TYPE_CHECKING:  # imported lazily: nothing is read or built at import time
 
     from bot.config import Settings
 
+from connectors import TEXT_ONLY_NOTE
+
 logger = logging.getLogger(__name__)
 
 #: The channel's name: Rasa serves it under /webhooks/messenger/.
@@ -196,6 +198,12 @@ def _is_text_message(event: Dict[str, Any]) -> bool:
     return _nonempty_str(_message(event).get("text"))
 
 
+def _is_attachment_only(event: Dict[str, Any]) -> bool:
+    """A message carrying only attachments (photo, audio, sticker, location ...)."""
+    attachments = _message(event).get("attachments")
+    return isinstance(attachments, list) and bool(attachments)
+
+
 def _is_postback(event: Dict[str, Any]) -> bool:
     """A tapped button, Get Started or persistent-menu item."""
     return _nonempty_str(_postback(event).get("payload"))
@@ -231,6 +239,10 @@ def _inbound(event: Dict[str, Any], page_id: Optional[str]) -> Optional[Inbound]
         kind, text, mid = "text", _message(event)["text"], _message(event).get("mid")
     elif _is_postback(event):
         kind, text, mid = "postback", _postback(event)["payload"], _postback(event).get("mid")
+    elif _is_attachment_only(event):
+        # A photo of a damaged parcel, a voice note, a sticker: the shopper
+        # expects an answer, so they hear that only text is read.
+        kind, text, mid = "attachment", "", _message(event).get("mid")
     else:
         logger.info("messenger: ignored an event without text or payload (keys: %s)", sorted(event))
         return None
@@ -806,6 +818,9 @@ class MessengerInput(InputChannel):
 
     async def _turn(self, event: Inbound, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
         output = self._output()
+        if event.kind == "attachment":
+            await output.send_text_message(event.sender_id, TEXT_ONLY_NOTE)
+            return
         if self.typing_indicator:
             await output.send_typing(event.sender_id)
         message = UserMessage(event.text, output, event.sender_id, input_channel=CHANNEL,

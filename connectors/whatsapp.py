@@ -48,6 +48,7 @@ from tenacity import (
 from bot.config import Settings, get_settings
 from bot.db import session_scope
 from bot.inbox import first_delivery
+from connectors import TEXT_ONLY_NOTE
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +71,6 @@ LIST_BUTTON_LABEL = "Choose"
 
 #: Body of an interactive message whose own text had to go out separately.
 CHOOSE_PROMPT = "Please choose:"
-#: The answer to a photo, voice note, location ... : the assistant reads text only.
-TEXT_ONLY_NOTE = "Sorry, I can only read text messages. Please type your question, or tap one of the options."
 
 #: Message types that get TEXT_ONLY_NOTE.  Others (reactions, system notices,
 #: ...) are not something a shopper expects an answer to, and are ignored.

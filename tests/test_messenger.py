@@ -199,7 +199,7 @@ def test_buttons_become_quick_replies_within_metas_limits():
 
 
 def test_every_event_of_every_entry_is_read_and_receipts_are_not_turns():
-    """Text, quick-reply payloads and postbacks start turns; echoes and receipts do not."""
+    """Text, quick-reply payloads and postbacks start turns; a photo is read as an attachment; echoes and receipts are not read."""
     payload = page_webhook(
         [text_event("1", "where is my order?", mid="m_1"),
          {"sender": {"id": "1"}, "recipient": {"id": PAGE_ID}, "delivery": {"mids": ["m_0"], "watermark": 1}},
@@ -218,12 +218,13 @@ def test_every_event_of_every_entry_is_read_and_receipts_are_not_turns():
         ("2", "quick_reply", "/order_status"),
         ("2", "postback", "/human_handoff"),
         ("1", "postback", "/order_status"),
+        ("2", "attachment", ""),
     ]
-    assert [e.delivery_id for e in events if e.message_id] == ["m_1", "m_2", "m_3"]
+    assert [e.delivery_id for e in events if e.message_id] == ["m_1", "m_2", "m_3", "m_4"]
     postback = events[2]
     assert postback.message_id is None and postback.delivery_id.startswith("postback:2:7:")
     assert [[e.text for e in group] for group in by_sender(events)] == [
-        ["where is my order?", "/order_status"], ["/order_status", "/human_handoff"]]
+        ["where is my order?", "/order_status"], ["/order_status", "/human_handoff", ""]]
 
 
 def test_a_postback_without_mid_is_the_same_delivery_only_when_repeated_exactly():
@@ -572,3 +573,15 @@ def test_a_reply_graph_refuses_at_first_is_retried_and_arrives_once(server, fake
     attempts = [(r["failed"], "message" in r["body"]) for r in fake_graph.requests if to_psid(psid)(r)]
     assert attempts == [(True, False), (True, True), (False, True)]
     assert len(messages_to(fake_graph, psid)) == 1
+
+
+def test_a_photo_gets_a_note_asking_for_text_and_no_turn(server, fake_graph):
+    """A picture of a damaged parcel is not met with silence: the shopper hears that only text is read."""
+    psid = new_psid()
+    webhook = page_webhook([
+        {"sender": {"id": psid}, "recipient": {"id": PAGE_ID}, "timestamp": now_ms(),
+         "message": {"mid": new_mid(), "attachments": [{"type": "image", "payload": {"url": "https://x/y.jpg"}}]}},
+    ])
+    assert post_webhook(server, webhook).status_code == 200
+    wait_for_message(fake_graph, psid, "only read text")
+    assert user_texts(server, psid) == []
