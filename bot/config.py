@@ -127,6 +127,15 @@ class Settings(BaseModel):
     messenger_app_secret: str = ""
     messenger_page_access_token: str = ""
     messenger_api_base_url: str = GRAPH_API_BASE_URL
+    # People: the agent console and the hand-off.
+    console_port: int = Field(5006, ge=1, le=65535)
+    rasa_url: str = ""
+    agent_hours: str = "mon-fri 09:00-17:00"
+    agent_online_minutes: int = Field(2, ge=1, le=120)
+    agent_minutes_per_conversation: int = Field(5, ge=1, le=240)
+    agent_session_hours: int = Field(8, ge=1, le=24 * 30)
+    helpdesk_url: str = ""
+    helpdesk_secret: str = ""
     policy: Policy = Policy()
 
     class Config:
@@ -184,6 +193,31 @@ class Settings(BaseModel):
                 raise ValueError(f"{origin!r} is not an origin such as https://shop.example.com (no path)")
         return value
 
+    @validator("console_port")
+    def _console_port_free(cls, value: int, values: Dict[str, object]) -> int:
+        if value in (values.get("rasa_port"), values.get("action_port")):
+            raise ValueError("must differ from RASA_PORT and ACTION_PORT")
+        return value
+
+    @validator("agent_hours")
+    def _agent_hours(cls, value: str) -> str:
+        from bot.agent_hours import parse_hours
+
+        parse_hours(value)  # raises ValueError with the reason
+        return value
+
+    @validator("rasa_url", "helpdesk_url")
+    def _optional_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://\S+", value):
+            raise ValueError("an http(s) URL")
+        return value.rstrip("/")
+
+    @validator("helpdesk_secret", always=True)
+    def _helpdesk_secret(cls, value: str, values: Dict[str, object]) -> str:
+        if values.get("helpdesk_url") and not value.strip():
+            raise ValueError("set it with HELPDESK_URL: every handoff posted there is signed with it")
+        return value
+
     @validator("whatsapp_api_base_url", "messenger_api_base_url")
     def _base_url(cls, value: str) -> str:
         if not re.fullmatch(r"https?://\S+", value):
@@ -212,6 +246,11 @@ class Settings(BaseModel):
     @property
     def widget_origin_list(self) -> List[str]:
         return [part.strip() for part in self.widget_origins.split(",") if part.strip()]
+
+    @property
+    def rasa_api_url(self) -> str:
+        """Where the console reaches the Rasa HTTP API (RASA_URL, else this machine's server)."""
+        return self.rasa_url or f"http://127.0.0.1:{self.rasa_port}"
 
     @property
     def tz(self) -> ZoneInfo:

@@ -297,6 +297,20 @@ class Agent(Base):
     password_hash = Column(String(255), nullable=False)
     active = Column(Boolean, nullable=False, default=True)
     created_at = Column(UTCDateTime, nullable=False, default=utcnow)
+    #: The console's last authenticated request: an agent seen lately is "online".
+    last_seen_at = Column(UTCDateTime)
+
+
+class AgentSession(Base):
+    """A logged-in console: only a hash of the cookie's token is kept."""
+
+    __tablename__ = "agent_sessions"
+
+    id = Column(Integer, primary_key=True)
+    agent_id = Column(ForeignKey("agents.id", ondelete="CASCADE"), nullable=False, index=True)
+    token_hash = Column(String(64), nullable=False, unique=True)
+    created_at = Column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at = Column(UTCDateTime, nullable=False, index=True)
 
 
 class Handoff(Base):
@@ -316,6 +330,8 @@ class Handoff(Base):
     created_at = Column(UTCDateTime, nullable=False, default=utcnow)
     claimed_at = Column(UTCDateTime)
     closed_at = Column(UTCDateTime)
+    #: The external helpdesk copy: None (none configured), "pending", "sent" or "failed".
+    helpdesk_status = Column(String(20))
 
     __table_args__ = (
         CheckConstraint(
