@@ -136,7 +136,7 @@ class ActionSubmitAddress(Action):
             if mode.kind == address.IMPOSSIBLE:
                 dispatcher.utter_message(text=mode.explanation)
                 dispatcher.utter_message(response="utter_offer_human")
-                return reset
+                return reset + [SlotSet("handoff_reason", "address_impossible")]
             address.apply_change(session=session, order=order, mode=mode.kind, address=new,
                                  conversation_id=tracker.sender_id, now=moment)
         if mode.kind == address.DIRECT:

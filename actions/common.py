@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import logging
 from contextlib import contextmanager
-from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Set
 
 from rasa_sdk import Tracker
+from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.orm import Session
 
 from bot import db
 from bot.config import Settings, get_settings
+from bot.handoff import record_helpdesk_status
+from bot.helpdesk import post_handoff
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +76,36 @@ def polite_failure(run: Callable[..., Awaitable[List[Dict[str, Any]]]]) -> Calla
             logger.exception("action %s failed for %s", self.name(), tracker.sender_id)
             dispatcher.utter_message(response="utter_sorry_error")
             dispatcher.utter_message(response="utter_offer_human")
-            return []
+            return [SlotSet("handoff_reason", "error")]
 
     return wrapper
+
+
+#: Helpdesk posts under way; held so that they are not dropped before they finish.
+_HELPDESK_TASKS: Set["asyncio.Task[None]"] = set()
+
+
+def send_to_helpdesk(payload: Dict[str, Any], config: Settings) -> None:
+    """Post a new handoff to the external helpdesk in the background and record the outcome."""
+
+    async def deliver() -> None:
+        try:
+            await post_handoff(url=config.helpdesk_url, secret=config.helpdesk_secret, payload=payload)
+            status, detail = "sent", None
+        except Exception as exc:  # noqa: BLE001 - the handoff is stored; the copy is best effort
+            logger.error("helpdesk copy of handoff %s failed: %s", payload["handoff_id"], exc)
+            status, detail = "failed", f"{exc.__class__.__name__}: {exc}"[:500]
+
+        def record() -> None:
+            with store() as session:
+                record_helpdesk_status(session=session, handoff_id=payload["handoff_id"], status=status,
+                                       detail=detail)
+
+        try:
+            await asyncio.to_thread(record)
+        except Exception:  # noqa: BLE001 - nothing else depends on this status
+            logger.exception("could not record the helpdesk status of handoff %s", payload["handoff_id"])
+
+    task = asyncio.get_running_loop().create_task(deliver())
+    _HELPDESK_TASKS.add(task)
+    task.add_done_callback(_HELPDESK_TASKS.discard)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Text
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType
+from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import polite_failure
@@ -32,9 +32,26 @@ class ActionHandoff(Action):
     @polite_failure
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
-        reason = "not_understood" if consecutive_fallbacks(tracker) >= 2 else "asked"
-        hand_off(dispatcher, tracker, reason)
-        return []
+        return await hand_off(dispatcher, tracker, handoff_reason(tracker, domain))
+
+
+def handoff_reason(tracker: Tracker, domain: Dict[Text, Any]) -> str:
+    """Why the conversation goes to a person.
+
+    Accepting the bot's offer keeps the reason the offer was made for (the
+    address can't be changed, not understood, an error); otherwise two misses
+    in a row, or simply that the shopper asked.
+    """
+    if consecutive_fallbacks(tracker) >= 2:
+        return "not_understood"
+    offered = tracker.get_slot("handoff_reason")
+    if offered and last_bot_text(tracker) == _offer_text(domain):
+        return offered
+    return "asked"
+
+
+def _offer_text(domain: Dict[Text, Any]) -> str:
+    return domain.get("responses", {}).get("utter_offer_human", [{}])[0].get("text", "")
 
 
 class ActionFallback(Action):
@@ -48,6 +65,7 @@ class ActionFallback(Action):
         if consecutive_fallbacks(tracker) >= 2:
             dispatcher.utter_message(text="Sorry, I'm still not getting it.")
             dispatcher.utter_message(response="utter_offer_human")
+            return [SlotSet("handoff_reason", "not_understood")]
         else:
             dispatcher.utter_message(response="utter_default")
             dispatcher.utter_message(response="utter_menu")
@@ -70,7 +88,7 @@ class ActionAffirm(Action):
     @polite_failure
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
-        offer = domain.get("responses", {}).get("utter_offer_human", [{}])[0].get("text", "")
+        offer = _offer_text(domain)
         if offer and last_bot_text(tracker) == offer:
             return await ActionHandoff().run(dispatcher, tracker, domain)
         dispatcher.utter_message(response="utter_menu")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any, Dict, List, Text
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.events import ConversationPaused, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import now, polite_failure, settings, store, transcript
+from actions.common import now, polite_failure, send_to_helpdesk, settings, store, transcript
 from bot import address, claims
 from bot.answers import delay_answer, status_messages
-from bot.handoff import open_handoff
+from bot.handoff import availability, helpdesk_payload, open_handoff
 from bot.store import get_order
 
 CLAIM_BUTTONS = [
@@ -20,14 +20,27 @@ CLAIM_BUTTONS = [
 ]
 
 
-def hand_off(dispatcher: CollectingDispatcher, tracker: Tracker, reason: str) -> None:
-    config = settings()
+async def hand_off(dispatcher: CollectingDispatcher, tracker: Tracker, reason: str) -> List[EventType]:
+    """Record the handoff, tell the shopper when a person will answer, and pause the bot.
+
+    A paused conversation still records what the shopper writes (the agent
+    reads it in the console) but the bot predicts nothing until the agent
+    hands it back.  The helpdesk copy, when configured, goes out after the
+    handoff is stored and never holds up the answer.
+    """
+    config, moment = settings(), now()
     with store() as session:
-        open_handoff(session=session, conversation_id=tracker.sender_id,
-                     channel=tracker.get_latest_input_channel() or "rest", reason=reason,
-                     order_number=tracker.get_slot("verified_order"), transcript=transcript(tracker),
-                     settings=config, now=now())
-    dispatcher.utter_message(response="utter_handoff")
+        handoff, created = open_handoff(
+            session=session, conversation_id=tracker.sender_id,
+            channel=tracker.get_latest_input_channel() or "rest", reason=reason,
+            order_number=tracker.get_slot("verified_order"), transcript=transcript(tracker),
+            settings=config, now=moment, helpdesk=bool(config.helpdesk_url))
+        when = availability(session=session, settings=config, now=moment)
+        copy = helpdesk_payload(handoff) if created and config.helpdesk_url else None
+    dispatcher.utter_message(response=when.response, **when.wording)
+    if copy is not None:
+        send_to_helpdesk(copy, config)
+    return [SlotSet("handoff_reason", None), ConversationPaused()]
 
 
 class ActionContinueJob(Action):
@@ -49,8 +62,7 @@ class ActionContinueJob(Action):
 async def continue_job(dispatcher: CollectingDispatcher, tracker: Tracker) -> List[EventType]:
     """The job in `pending_job` for the order in `verified_order`."""
     if tracker.get_slot("locked_out"):
-        hand_off(dispatcher, tracker, "locked_out")
-        return [SlotSet("pending_job", None)]
+        return [SlotSet("pending_job", None)] + await hand_off(dispatcher, tracker, "locked_out")
     number = tracker.get_slot("verified_order")
     if not number:
         return []
@@ -77,7 +89,7 @@ async def continue_job(dispatcher: CollectingDispatcher, tracker: Tracker) -> Li
                 dispatcher.utter_message(text=f"{mode.explanation} It's going to "
                                          f"{address.describe(address.current_address(order))}.")
                 dispatcher.utter_message(response="utter_offer_human")
-                return []
+                return [SlotSet("handoff_reason", "address_impossible")]
             dispatcher.utter_message(text=f"{mode.explanation} It's currently going to "
                                      f"{address.describe(address.current_address(order))}.")
             return [SlotSet(s, None) for s in ADDRESS_SLOTS] + [SlotSet("next_form", "address_form")]
@@ -100,8 +112,7 @@ async def continue_job(dispatcher: CollectingDispatcher, tracker: Tracker) -> Li
             dispatcher.utter_message(response="utter_anything_else")
             return []
     # Only a claim that needs a person gets here, after the store session closed.
-    hand_off(dispatcher, tracker, decision.human_reason or "policy")
-    return [SlotSet("claim_reason", reason)]
+    return [SlotSet("claim_reason", reason)] + await hand_off(dispatcher, tracker, decision.human_reason or "policy")
 
 
 ADDRESS_SLOTS = ("new_street", "new_city", "new_postcode", "new_country", "address_confirmed")

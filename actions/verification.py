@@ -71,7 +71,8 @@ class ValidateVerifyForm(FormValidationAction):
             logger.exception("verification failed for %s", tracker.sender_id)
             dispatcher.utter_message(response="utter_sorry_error")
             dispatcher.utter_message(response="utter_offer_human")
-            return [SlotSet("requested_slot", None), SlotSet("order_number", None), SlotSet("identity_proof", None)]
+            return [SlotSet("requested_slot", None), SlotSet("order_number", None), SlotSet("identity_proof", None),
+                    SlotSet("handoff_reason", "error")]
 
     def _text(self, tracker: Tracker) -> str:
         text = latest_text(tracker)

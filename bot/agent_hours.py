@@ -35,6 +35,19 @@ class Hours:
         clock = local.time().replace(tzinfo=None)
         return any(local.weekday() in s.days and s.start <= clock < s.end for s in self.spans)
 
+    def closes_at(self, local: dt.datetime) -> Optional[dt.datetime]:
+        """When the span `local` falls in ends (None when closed, or always open)."""
+        if self.always:
+            return None
+        clock = local.time().replace(tzinfo=None)
+        ends = [s.end for s in self.spans if local.weekday() in s.days and s.start <= clock < s.end]
+        if not ends:
+            return None
+        end = max(ends)
+        if end == dt.time.max:
+            return dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(0, 0), tzinfo=local.tzinfo)
+        return dt.datetime.combine(local.date(), end, tzinfo=local.tzinfo)
+
     def next_opening(self, local: dt.datetime) -> Optional[dt.datetime]:
         """The next moment after `local` at which agent hours begin (None when always open)."""
         if self.always:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Dict, List, Optional
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bot.agent_hours import parse_hours
 from bot.answers import parcels, summary_line
 from bot.config import Settings
-from bot.models import Handoff, Order
+from bot.models import Agent, Handoff, Order
 from bot.store import audit, get_order
 
 REASONS = {
@@ -26,12 +29,17 @@ REASONS = {
 
 def open_handoff(*, session: Session, conversation_id: str, channel: str, reason: str,
                  order_number: Optional[str], transcript: List[Dict[str, Any]], settings: Settings,
-                 now: dt.datetime) -> Handoff:
-    """Create the handoff once per conversation while one is waiting; returns it."""
+                 now: dt.datetime, helpdesk: bool = False) -> Tuple[Handoff, bool]:
+    """Create the handoff once per conversation while one is open.
+
+    Returns:
+        The open handoff, and whether this call created it.  With `helpdesk`,
+        a new handoff starts with helpdesk_status "pending".
+    """
     waiting = session.scalars(select(Handoff).where(Handoff.conversation_id == conversation_id,
                                                     Handoff.state.in_(("queued", "claimed")))).first()
     if waiting is not None:
-        return waiting
+        return waiting, False
     order: Optional[Order] = get_order(session=session, number=order_number) if order_number else None
     context: Dict[str, Any] = {"verified_order": order_number}
     summary = REASONS.get(reason, reason).capitalize() + "."
@@ -47,9 +55,82 @@ def open_handoff(*, session: Session, conversation_id: str, channel: str, reason
         summary += " No verified order."
     handoff = Handoff(conversation_id=conversation_id, channel=channel, reason=reason, summary=summary,
                       context=context, transcript=transcript, order_id=order.id if order else None,
-                      customer_id=order.customer_id if order else None, created_at=now)
+                      customer_id=order.customer_id if order else None, created_at=now,
+                      helpdesk_status="pending" if helpdesk else None)
     session.add(handoff)
     session.flush()
     audit(session=session, actor="bot", action="handoff.created", entity="handoff", entity_id=handoff.id,
           details={"reason": reason, "conversation_id": conversation_id})
-    return handoff
+    return handoff, True
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a person can answer soon, and what the shopper is told."""
+
+    agents_online: int
+    in_hours: bool
+    wait_minutes: Optional[int]  # None when nobody can answer now
+    response: str  # the domain response to send
+    wording: Dict[str, str]  # its variables
+
+
+def _day_and_time(moment: dt.datetime, local_now: dt.datetime) -> str:
+    if moment.date() == local_now.date():
+        return f"today from {moment:%H:%M}"
+    if moment.date() == local_now.date() + dt.timedelta(days=1):
+        return f"tomorrow from {moment:%H:%M}"
+    return f"from {moment:%a} {moment.day} {moment:%b}, {moment:%H:%M}"
+
+
+def availability(*, session: Session, settings: Settings, now: dt.datetime) -> Availability:
+    """Agents online (console active within AGENT_ONLINE_MINUTES) and in agent hours.
+
+    The wait is the queue ahead shared among the agents online, at
+    AGENT_MINUTES_PER_CONVERSATION each, and never promised below two minutes.
+    """
+    hours = parse_hours(settings.agent_hours)
+    local = now.astimezone(settings.tz)
+    seen_since = now - dt.timedelta(minutes=settings.agent_online_minutes)
+    online = session.scalar(select(func.count()).select_from(Agent)
+                            .where(Agent.active.is_(True), Agent.last_seen_at >= seen_since)) or 0
+    in_hours = hours.is_open(local)
+    if in_hours and online:
+        queued = session.scalar(select(func.count()).select_from(Handoff).where(Handoff.state == "queued")) or 0
+        minutes = max(2, math.ceil(queued * settings.agent_minutes_per_conversation / online))
+        return Availability(online, True, minutes, "utter_handoff", {"wait": f"{minutes} minutes"})
+    if in_hours:
+        closes = hours.closes_at(local)
+        when = (f"as soon as someone is back (we're open until {closes:%H:%M} today)" if closes
+                else "as soon as someone is back")
+    else:
+        opening = hours.next_opening(local)
+        when = _day_and_time(opening, local) if opening else "as soon as someone is back"
+    return Availability(online, in_hours, None, "utter_handoff_later", {"when": when})
+
+
+def helpdesk_payload(handoff: Handoff) -> Dict[str, Any]:
+    """What the external helpdesk receives for a new handoff."""
+    return {
+        "type": "handoff.created",
+        "handoff_id": handoff.id,
+        "conversation_id": handoff.conversation_id,
+        "channel": handoff.channel,
+        "reason": handoff.reason,
+        "reason_text": REASONS.get(handoff.reason, handoff.reason),
+        "summary": handoff.summary,
+        "context": handoff.context,
+        "transcript": handoff.transcript,
+        "created_at": handoff.created_at.isoformat() if handoff.created_at else None,
+    }
+
+
+def record_helpdesk_status(*, session: Session, handoff_id: int, status: str,
+                           detail: Optional[str] = None) -> None:
+    """Remember how the helpdesk copy went; the handoff itself is never touched otherwise."""
+    handoff = session.get(Handoff, handoff_id)
+    if handoff is None:
+        return
+    handoff.helpdesk_status = status
+    audit(session=session, actor="bot", action=f"handoff.helpdesk_{status}", entity="handoff",
+          entity_id=handoff_id, details={"detail": detail} if detail else {})

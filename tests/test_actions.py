@@ -386,7 +386,7 @@ async def test_high_value_claim_goes_to_a_person_with_a_handoff_record(shop):
     track = tracker("it never came", "refund_or_reship", slots={"verified_order": order["order_number"],
                                                                  "pending_job": "claim", "claim_reason": "lost"})
     events, messages = await run(ActionContinueJob(), track)
-    assert "colleague" in texts(messages) and messages[-1]["response"] == "utter_handoff"
+    assert "colleague" in texts(messages) and messages[-1]["response"] == "utter_handoff_later"
     with db.session_factory(shop["engine"])() as session:
         handoff = session.scalars(select(Handoff).where(Handoff.conversation_id == track.sender_id)).one()
         assert handoff.reason == "high_value" and order["order_number"] in handoff.summary
@@ -413,7 +413,7 @@ async def test_a_repeat_claim_goes_to_a_person(shop):
         other = get_order(session=session, number=shop["orders"]["delivered_disputed"]["order_number"])
         get_order(session=session, number=first["order_number"]).customer_id = other.customer_id
     events, messages = await answer(shop["orders"]["delivered_disputed"], "claim", claim_reason="not_received")
-    assert "earlier claim" in texts(messages) and messages[-1]["response"] == "utter_handoff"
+    assert "earlier claim" in texts(messages) and messages[-1]["response"] == "utter_handoff_later"
     assert second  # the returned order is untouched by this test
 
 
@@ -480,7 +480,7 @@ async def test_yes_to_the_offer_of_a_person_hands_over_and_any_other_yes_shows_t
     offer = DOMAIN["responses"]["utter_offer_human"][0]["text"]
     track = tracker("yes", "affirm", history=[{"event": "bot", "text": offer}])
     _, messages = await run(ActionAffirm(), track)
-    assert messages[-1]["response"] == "utter_handoff"
+    assert messages[-1]["response"] == "utter_handoff_later"
     with db.session_factory(shop["engine"])() as session:
         assert session.scalars(select(Handoff).where(Handoff.conversation_id == track.sender_id)).one()
     _, messages = await run(ActionAffirm(), tracker("yes", "affirm", history=[{"event": "bot", "text": "Hi!"}]))

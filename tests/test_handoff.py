@@ -1,0 +1,248 @@
+"""Handing over to a person: who can answer and when, the pause, the reason, the helpdesk copy."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot import config as bot_config
+from bot import db
+from bot.agent_hours import parse_hours
+from bot.config import load_settings
+from bot.handoff import availability
+from bot.helpdesk import SIGNATURE_HEADER
+from bot.models import Agent, AuditLog, Handoff
+
+from .test_actions import DOMAIN, run, shop, texts, tracker  # noqa: F401 - `shop` is a fixture
+
+from actions.address import ActionSubmitAddress  # noqa: E402
+from actions.handoff import ActionAffirm, ActionFallback, ActionHandoff  # noqa: E402
+
+ZONE = "Europe/Amsterdam"
+# Wednesday 25 Nov 2026, in the shop's zone.
+WED_NOON = dt.datetime(2026, 11, 25, 11, 0, tzinfo=dt.timezone.utc)   # 12:00 local
+WED_NIGHT = dt.datetime(2026, 11, 25, 21, 0, tzinfo=dt.timezone.utc)  # 22:00 local
+FRI_NIGHT = dt.datetime(2026, 11, 27, 21, 0, tzinfo=dt.timezone.utc)  # 22:00 local
+
+
+def settings(**environ: str):
+    return load_settings(environ={"AGENT_HOURS": "mon-fri 09:00-17:30", **environ}, env_file=Path("/nonexistent"))
+
+
+@pytest.mark.parametrize("text, local, is_open", [
+    ("mon-fri 09:00-17:30", dt.datetime(2026, 11, 25, 9, 0), True),      # opening minute
+    ("mon-fri 09:00-17:30", dt.datetime(2026, 11, 25, 17, 30), False),   # closing minute
+    ("mon-fri 09:00-17:30", dt.datetime(2026, 11, 28, 12, 0), False),    # Saturday
+    ("mon-fri 09:00-17:30; sat 10:00-14:00", dt.datetime(2026, 11, 28, 12, 0), True),
+    ("fri-mon 20:00-24:00", dt.datetime(2026, 11, 29, 23, 59), True),    # a range across the week's end
+    ("always", dt.datetime(2026, 11, 29, 3, 0), True),
+])
+def test_agent_hours_are_read_as_a_shop_writes_them(text, local, is_open):
+    """Days, ranges and several spans; 'always' for a round-the-clock team."""
+    assert parse_hours(text).is_open(local) is is_open
+
+
+@pytest.mark.parametrize("text", ["mon-fri", "funday 09:00-17:00", "mon 18:00-09:00", "mon 25:00-26:00", ""])
+def test_unreadable_agent_hours_stop_start_up_with_the_setting_named(text):
+    """A typo in AGENT_HOURS is reported at start-up, not discovered by a waiting shopper."""
+    with pytest.raises(bot_config.SettingsError, match="AGENT_HOURS"):
+        load_settings(environ={"AGENT_HOURS": text}, env_file=Path("/nonexistent"))
+
+
+def _agent(session, name: str, seen: dt.datetime) -> None:
+    session.add(Agent(username=name, display_name=name.title(), password_hash="x", last_seen_at=seen))
+
+
+def test_with_agents_online_the_shopper_is_told_the_wait(engine):
+    """In hours with agents online: the queue ahead shared among them, a few minutes each."""
+    config = settings(AGENT_MINUTES_PER_CONVERSATION="6")
+    with db.session_scope(engine) as session:
+        _agent(session, "anna", WED_NOON - dt.timedelta(seconds=30))
+        for number in range(3):
+            session.add(Handoff(conversation_id=f"c{number}", channel="rest", reason="asked", state="queued",
+                                created_at=WED_NOON))
+    with db.session_scope(engine) as session:
+        found = availability(session=session, settings=config, now=WED_NOON)
+        assert (found.response, found.wording, found.agents_online) == ("utter_handoff", {"wait": "18 minutes"}, 1)
+        _agent(session, "ben", WED_NOON)
+        session.flush()
+        assert availability(session=session, settings=config, now=WED_NOON).wording == {"wait": "9 minutes"}
+
+
+def test_in_hours_with_nobody_online_the_shopper_hears_when_we_close(engine):
+    """An agent whose console went quiet long ago does not count as online."""
+    with db.session_scope(engine) as session:
+        _agent(session, "anna", WED_NOON - dt.timedelta(hours=1))
+    with db.session_scope(engine) as session:
+        found = availability(session=session, settings=settings(), now=WED_NOON)
+    assert found.response == "utter_handoff_later" and found.wait_minutes is None
+    assert found.wording == {"when": "as soon as someone is back (we're open until 17:30 today)"}
+
+
+@pytest.mark.parametrize("now, when", [
+    (WED_NIGHT, "tomorrow from 09:00"),
+    (FRI_NIGHT, "from Mon 30 Nov, 09:00"),
+    (dt.datetime(2026, 11, 26, 6, 0, tzinfo=dt.timezone.utc), "today from 09:00"),  # 07:00 local
+])
+def test_outside_hours_the_shopper_hears_when_the_team_is_back(engine, now, when):
+    """Outside agent hours the answer names the next opening, in the shop's time zone."""
+    with db.session_scope(engine) as session:
+        _agent(session, "anna", now)  # online, but it is not opening time
+    with db.session_scope(engine) as session:
+        found = availability(session=session, settings=settings(), now=now)
+    assert found.response == "utter_handoff_later" and found.wording == {"when": when}
+
+
+def test_the_handoff_answers_render_with_their_wording():
+    """Both responses carry the variable the availability fills."""
+    assert "{wait}" in DOMAIN["responses"]["utter_handoff"][0]["text"]
+    assert "{when}" in DOMAIN["responses"]["utter_handoff_later"][0]["text"]
+
+
+async def test_handing_over_pauses_the_bot_and_tells_the_shopper(shop):
+    """The handoff action stops the bot for this conversation (Rasa's pause) after telling when."""
+    events, messages = await run(ActionHandoff(), tracker("let me talk to a person", "human_handoff"))
+    assert {"event": "pause", "timestamp": None} in events
+    assert messages[-1]["response"] == "utter_handoff_later" and "when" in messages[-1]
+
+
+async def test_accepting_the_offer_after_an_impossible_address_change_keeps_that_reason(shop):
+    """'Yes' to the offer made because the address can't change is recorded as address_impossible."""
+    offer = DOMAIN["responses"]["utter_offer_human"][0]["text"]
+    track = tracker("yes", "affirm", slots={"handoff_reason": "address_impossible"},
+                    history=[{"event": "bot", "text": offer}])
+    events, _ = await run(ActionAffirm(), track)
+    assert {"event": "pause", "timestamp": None} in events
+    with db.session_factory(shop["engine"])() as session:
+        assert session.scalars(select(Handoff.reason).where(Handoff.conversation_id == track.sender_id)).one() \
+            == "address_impossible"
+    # Later, an unrelated request for a person is simply "asked".
+    later = tracker("can I talk to someone", "human_handoff", slots={"handoff_reason": "address_impossible"},
+                    history=[{"event": "bot", "text": "Anything else I can help with?"}])
+    await run(ActionHandoff(), later)
+    with db.session_factory(shop["engine"])() as session:
+        assert session.scalars(select(Handoff.reason).where(Handoff.conversation_id == later.sender_id)).one() \
+            == "asked"
+
+
+async def test_a_yes_after_two_misunderstandings_is_handed_over_as_not_understood(shop):
+    """The fallback's offer remembers why it was made."""
+    miss = {"event": "user", "text": "blorp", "parse_data": {"intent": {"name": "nlu_fallback"}}}
+    events, _ = await run(ActionFallback(), tracker("blorp again", "nlu_fallback", history=[miss]))
+    assert {"event": "slot", "timestamp": None, "name": "handoff_reason", "value": "not_understood"} in events
+    offer = DOMAIN["responses"]["utter_offer_human"][0]["text"]
+    track = tracker("yes", "affirm", slots={"handoff_reason": "not_understood"},
+                    history=[miss, {"event": "bot", "text": offer}])
+    await run(ActionAffirm(), track)
+    with db.session_factory(shop["engine"])() as session:
+        assert session.scalars(select(Handoff.reason).where(Handoff.conversation_id == track.sender_id)).one() \
+            == "not_understood"
+
+
+async def test_an_impossible_address_change_offers_a_person_with_the_reason(shop):
+    """After shipment with a carrier that can't redirect, the offer carries address_impossible."""
+    order = shop["orders"]["shipped_no_redirect"]
+    slots = {"verified_order": order["order_number"], "address_confirmed": True, "new_street": "Kerkstraat 1",
+             "new_city": "Utrecht", "new_postcode": "3511 AB", "new_country": "NL"}
+    events, messages = await run(ActionSubmitAddress(), tracker("yes", "affirm", slots=slots))
+    assert messages[-1]["response"] == "utter_offer_human"
+    assert {"event": "slot", "timestamp": None, "name": "handoff_reason", "value": "address_impossible"} in events
+
+
+class Helpdesk:
+    """A helpdesk on loopback: answers `status` to every POST and keeps what it got."""
+
+    def __init__(self, status: int = 200):
+        self.status, self.received = status, []
+        desk = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                desk.received.append((dict(self.headers), body))
+                self.send_response(desk.status)
+                self.end_headers()
+
+            def log_message(self, *_):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/handoff"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def helpdesk_env(shop, monkeypatch):
+    def configure(desk: Helpdesk) -> None:
+        monkeypatch.setenv("HELPDESK_URL", desk.url)
+        monkeypatch.setenv("HELPDESK_SECRET", "desk-secret")
+        bot_config.get_settings.cache_clear()
+
+    yield configure
+    monkeypatch.undo()
+    bot_config.get_settings.cache_clear()
+
+
+async def _status_of(engine, conversation_id: str, want: str, timeout: float = 30.0) -> Handoff:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        with db.session_factory(engine)() as session:
+            handoff = session.scalars(select(Handoff).where(Handoff.conversation_id == conversation_id)).one()
+        if handoff.helpdesk_status == want or asyncio.get_running_loop().time() > deadline:
+            return handoff
+        await asyncio.sleep(0.1)
+
+
+async def test_a_new_handoff_is_posted_signed_to_the_helpdesk(shop, helpdesk_env):
+    """The helpdesk gets the handoff as JSON with an HMAC-SHA256 signature it can check."""
+    desk = Helpdesk()
+    helpdesk_env(desk)
+    try:
+        order = shop["orders"]["lost"]
+        track = tracker("I want a person", "human_handoff", slots={"verified_order": order["order_number"]})
+        await run(ActionHandoff(), track)
+        handoff = await _status_of(shop["engine"], track.sender_id, "sent")
+        assert handoff.helpdesk_status == "sent" and len(desk.received) == 1
+        headers, body = desk.received[0]
+        expected = "sha256=" + hmac.new(b"desk-secret", body, hashlib.sha256).hexdigest()
+        assert headers[SIGNATURE_HEADER] == expected
+        sent = json.loads(body)
+        assert (sent["handoff_id"], sent["conversation_id"], sent["reason"]) == (handoff.id, track.sender_id, "asked")
+        assert order["order_number"] in sent["summary"] and sent["transcript"][-1]["text"] == "I want a person"
+        await run(ActionHandoff(), track)  # the same open handoff: no second copy
+        await asyncio.sleep(0.5)
+        assert len(desk.received) == 1
+    finally:
+        desk.close()
+
+
+async def test_a_failing_helpdesk_never_loses_the_handoff(shop, helpdesk_env):
+    """Retried, then recorded as failed; the handoff and the shopper's answer are unaffected."""
+    desk = Helpdesk(status=503)
+    helpdesk_env(desk)
+    try:
+        track = tracker("agent please", "human_handoff")
+        events, messages = await run(ActionHandoff(), track)
+        assert {"event": "pause", "timestamp": None} in events and "utter_handoff" in texts(messages)
+        handoff = await _status_of(shop["engine"], track.sender_id, "failed")
+        assert handoff.helpdesk_status == "failed" and handoff.state == "queued"
+        assert len(desk.received) == 4  # every try
+        with db.session_factory(shop["engine"])() as session:
+            assert session.scalars(select(AuditLog.action).where(AuditLog.entity == "handoff",
+                                                                 AuditLog.entity_id == str(handoff.id))).all() \
+                == ["handoff.created", "handoff.helpdesk_failed"]
+    finally:
+        desk.close()
