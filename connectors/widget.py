@@ -46,6 +46,9 @@ from bot.config import get_settings
 
 logger = logging.getLogger(__name__)
 
+#: Sent to the connection after each of its messages has been handled.
+TURN_DONE_EVT = "turn_done"
+
 #: The widget's own files (source in git) and its one npm dependency (installed by `make setup`).
 WIDGET_DIR = Path(__file__).resolve().parent.parent / "widget"
 SOCKETIO_CLIENT = Path("node_modules") / "socket.io-client" / "dist" / "socket.io.min.js"
@@ -341,4 +344,9 @@ class WidgetInput(SocketIOInput):
                                sid, len(text), MAX_MESSAGE_CHARS)
                 return
             message = UserMessage(text, WidgetOutput(sio), session_id, input_channel=self.name())
-            await on_new_message(message)
+            try:
+                await on_new_message(message)
+            finally:
+                # The turn is over, answered or not (a conversation handed to a
+                # person gets no bot answer): the widget stops its typing dots.
+                await sio.emit(TURN_DONE_EVT, room=sid)

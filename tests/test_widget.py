@@ -555,6 +555,19 @@ async def test_markup_typed_by_a_shopper_is_shown_as_text_and_runs_nothing(assis
     assert (await stored(page))["messages"][1] == {"from": "user", "text": INJECTION, "buttons": []}
 
 
+async def test_after_a_handoff_messages_to_the_team_show_no_typing_dots(assistant, browser):
+    """A conversation with a person gets no bot answer; the dots go as soon as the message is handled."""
+    page = await open_demo(browser, assistant["url"])
+    await say(page, "I want to talk to a real person")
+    await expect(bot_bubbles(page).last).to_contain_text("passed your conversation", timeout=REPLY_TIMEOUT_MS)
+    answers = await bot_bubbles(page).count()
+    await say(page, "it's about a missing parcel")
+    # Well before the widget's own 30-second give-up on a silent bot.
+    await expect(page.locator(".wsw-typing")).to_be_hidden(timeout=10_000)
+    await page.wait_for_timeout(1000)
+    assert await bot_bubbles(page).count() == answers  # the bot stays silent
+
+
 async def test_the_running_assistant_refuses_foreign_origins_and_guessable_sessions(assistant):
     """`make run`'s socket.io: evil.example's handshake gets 400; session "1" becomes a random id."""
     assert await handshake(assistant["url"], EVIL_ORIGIN) == "refused 400"

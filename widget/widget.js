@@ -443,6 +443,10 @@
           setUnread(unread + 1);
         }
       });
+      socket.on("turn_done", () => {
+        // Handled without an answer (a person has the conversation): no dots.
+        setTyping(false);
+      });
       socket.on("disconnect", (reason) => {
         confirmed = false;
         setStatus("Connection lost. Reconnecting…");
