@@ -4,60 +4,59 @@ Shoppers write to the shop's WhatsApp number; Meta calls the webhook
 (`/webhooks/whatsapp/webhook`) with a signed JSON body, and the assistant
 answers through the Graph API (`POST {base}/{phone_number_id}/messages`).
 
-What this adds to the shape of Rasa's own Meta connector:
+The webhook's contract with Meta (the handshake, the signature, the quick 200,
+every message of a batch handled once and in order per shopper) and the Graph
+API retries are shared with Messenger in :mod:`connectors.meta`.  What is
+WhatsApp's own lives here:
 
-* the body's `X-Hub-Signature-256` is checked with a constant-time comparison
-  and a bad or missing one is refused with 403, so nobody but Meta can speak
-  for a shopper;
-* the webhook answers 200 at once and the turn runs afterwards, because Meta
-  re-delivers whatever it did not see acknowledged quickly;
-* every message of a batch is handled (in order per shopper), and a message id
-  seen before (on any replica) is not handled again;
 * status callbacks and message types the assistant cannot read never start a
   turn; media, locations and the like get a short note asking for text;
-* sends are retried on 429, 5xx and network errors, and a send that finally
-  fails is logged instead of breaking the conversation.
+* messages from a number this channel does not serve are ignored, since the
+  answer could not go out from it;
+* Rasa buttons become reply buttons (up to three) or a list (up to ten rows),
+  whose ids are the payloads, so a tap comes back as what Rasa expects;
+* each message is marked read (with a typing indicator) while its turn runs,
+  and a send that finally fails is logged instead of breaking the conversation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Set, Text, Tuple, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Text, Tuple, Union
 
 import httpx
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
-from rasa.shared.exceptions import RasaException
-from sanic import Blueprint, response
-from sanic.request import Request
-from sanic.response import HTTPResponse
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
+
+from bot.config import CHANNEL_SECRETS, Settings, get_settings
+from connectors import TEXT_ONLY_NOTE
+from connectors.meta import (
+    SEND_ATTEMPTS,
+    SEND_BACKOFF,
+    GraphClient,
+    MalformedWebhook,
+    MetaWebhookInput,
+    describe_answer,
+    describe_error,
+    require_settings,
+    shorten,
+    split_text,
+    utf16_len,
 )
 
-from bot.config import Settings, get_settings
-from bot.db import session_scope
-from bot.inbox import first_delivery
-from connectors import TEXT_ONLY_NOTE
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 logger = logging.getLogger(__name__)
 
 #: The channel's name: Rasa serves it under /webhooks/whatsapp/.
 CHANNEL = "whatsapp"
-SIGNATURE_HEADER = "X-Hub-Signature-256"
 WEBHOOK_OBJECT = "whatsapp_business_account"
 
-# WhatsApp's limits (Cloud API reference, "messages" and "interactive" objects).
+# WhatsApp's limits (Cloud API reference, "messages" and "interactive" objects), in UTF-16 units.
 TEXT_LIMIT = 4096
 BODY_LIMIT = 1024
 MAX_BUTTONS = 3
@@ -77,48 +76,10 @@ CHOOSE_PROMPT = "Please choose:"
 ASK_FOR_TEXT = frozenset({"image", "audio", "video", "document", "sticker", "location", "contacts",
                           "order", "interactive", "unsupported"})
 
-TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-#: Attempts per send (the first one included).
-SEND_ATTEMPTS = 4
-#: Longest wait honoured from a 429's Retry-After; longer means "give up for now".
-MAX_RETRY_AFTER_S = 10.0
-
 _URL = re.compile(r"https?://\S", re.IGNORECASE)
 
 
-class MalformedWebhook(ValueError):
-    """A webhook body that is not the Cloud API's shape."""
-
-
 # --- incoming ---------------------------------------------------------------------------
-
-
-def signature_is_valid(app_secret: str, body: bytes, header: Optional[str]) -> bool:
-    """Whether `header` is Meta's HMAC-SHA256 of `body` under the app secret.
-
-    Compared in constant time so the signature cannot be guessed byte by byte.
-    """
-    if not header or not app_secret:
-        return False
-    scheme, _, given = header.strip().partition("=")
-    if scheme.lower() != "sha256" or not given:
-        return False
-    expected = hmac.new(app_secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode("ascii"), given.strip().lower().encode("ascii", "replace"))
-
-
-def handshake_answer(mode: Optional[str], token: Optional[str], challenge: Optional[str],
-                     verify_token: str) -> Tuple[int, str]:
-    """Status and text for Meta's subscription check (`GET` with `hub.*` parameters).
-
-    Meta accepts the webhook only when the challenge comes back verbatim, so
-    that is the whole success answer.
-    """
-    if not mode or token is None or challenge is None:
-        return 400, "missing hub.mode, hub.verify_token or hub.challenge"
-    if mode != "subscribe" or not hmac.compare_digest(token.encode("utf-8"), verify_token.encode("utf-8")):
-        return 403, "verification failed"
-    return 200, challenge
 
 
 @dataclass(frozen=True)
@@ -136,6 +97,16 @@ class Inbound:
     profile_name: Optional[str] = None
     phone_number_id: Optional[str] = None
     timestamp: Optional[str] = None
+
+    @property
+    def shopper_id(self) -> str:
+        """The sender's WhatsApp id: their messages are handled in order."""
+        return self.wa_id
+
+    @property
+    def delivery_id(self) -> str:
+        """Meta's message id, which a re-delivery repeats."""
+        return self.message_id
 
     def metadata(self) -> Dict[str, Any]:
         """What the tracker keeps about where the message came from."""
@@ -232,31 +203,6 @@ def parse_webhook(payload: Any) -> List[Inbound]:
 # --- outgoing ---------------------------------------------------------------------------
 
 
-def text_chunks(text: str, limit: int = TEXT_LIMIT) -> List[str]:
-    """`text` cut into messages WhatsApp accepts, at paragraph, line, sentence or word ends."""
-    rest = text.strip()
-    chunks: List[str] = []
-    while len(rest) > limit:
-        window = rest[:limit + 1]
-        cut = limit
-        for separator, keep in (("\n\n", 0), ("\n", 0), (". ", 1), (" ", 0)):
-            at = window.rfind(separator)
-            if at >= limit // 2:
-                cut = at + keep
-                break
-        chunks.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest:
-        chunks.append(rest)
-    return chunks
-
-
-def _fit(text: str, limit: int) -> str:
-    """One line of at most `limit` characters, marked with an ellipsis when shortened."""
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
-
-
 def text_message(to: str, body: str) -> Dict[str, Any]:
     """A plain text message (one chunk of at most TEXT_LIMIT characters)."""
     return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to, "type": "text",
@@ -303,16 +249,16 @@ def reply_messages(to: str, text: str, buttons: Sequence[Mapping[str, Any]]) -> 
     choices, links = _choices(buttons)
     body = "\n".join(part for part in [text.strip(), *links] if part)
     if not choices:
-        return [text_message(to, chunk) for chunk in text_chunks(body)]
+        return [text_message(to, chunk) for chunk in split_text(body, TEXT_LIMIT)]
     messages: List[Dict[str, Any]] = []
-    if len(body) > BODY_LIMIT:
-        messages += [text_message(to, chunk) for chunk in text_chunks(body)]
+    if utf16_len(body) > BODY_LIMIT:
+        messages += [text_message(to, chunk) for chunk in split_text(body, TEXT_LIMIT)]
         body = CHOOSE_PROMPT
     body = body or CHOOSE_PROMPT
     if len(choices) <= MAX_BUTTONS:
         replies: "OrderedDict[str, str]" = OrderedDict()
         for title, payload in choices:
-            replies.setdefault(_reply_id(payload, title, BUTTON_ID_LIMIT), _fit(title, BUTTON_TITLE_LIMIT))
+            replies.setdefault(_reply_id(payload, title, BUTTON_ID_LIMIT), shorten(title, BUTTON_TITLE_LIMIT))
         action = {"buttons": [{"type": "reply", "reply": {"id": id_, "title": title}}
                               for id_, title in replies.items()]}
         messages.append(_interactive(to, {"type": "button", "body": {"text": body}, "action": action}))
@@ -321,49 +267,18 @@ def reply_messages(to: str, text: str, buttons: Sequence[Mapping[str, Any]]) -> 
         logger.warning("whatsapp: %d choices, a list shows %d; the rest are left out", len(choices), MAX_ROWS)
     rows: "OrderedDict[str, Dict[str, str]]" = OrderedDict()
     for title, payload in choices[:MAX_ROWS]:
-        row = {"id": _reply_id(payload, title, ROW_ID_LIMIT), "title": _fit(title, ROW_TITLE_LIMIT)}
+        row = {"id": _reply_id(payload, title, ROW_ID_LIMIT), "title": shorten(title, ROW_TITLE_LIMIT)}
         if row["title"] != title:
-            row["description"] = _fit(title, ROW_DESCRIPTION_LIMIT)
+            row["description"] = shorten(title, ROW_DESCRIPTION_LIMIT)
         rows.setdefault(row["id"], row)
     action = {"button": LIST_BUTTON_LABEL, "sections": [{"rows": list(rows.values())}]}
     messages.append(_interactive(to, {"type": "list", "body": {"text": body}, "action": action}))
     return messages
 
 
-def _retryable(error: BaseException) -> bool:
-    if isinstance(error, httpx.HTTPStatusError):
-        status = error.response.status_code
-        return status == 429 or status >= 500
-    return isinstance(error, httpx.TransportError)
-
-
-_backoff = wait_exponential_jitter(multiplier=0.25, max=4.0, jitter=0.25)
-
-
-def _wait(state: RetryCallState) -> float:
-    """Exponential backoff, or the 429's Retry-After when it is short enough to honour."""
-    error = state.outcome.exception() if state.outcome else None
-    if isinstance(error, httpx.HTTPStatusError) and error.response.status_code == 429:
-        try:
-            return min(float(error.response.headers.get("Retry-After", "")), MAX_RETRY_AFTER_S)
-        except ValueError:
-            pass
-    return _backoff(state)
-
-
 def _masked(wa_id: str) -> str:
     """A phone number fit for logs: enough to tell shoppers apart, not to call them."""
     return f"…{wa_id[-4:]}" if len(wa_id) > 4 else "…"
-
-
-def _graph_error(error: BaseException) -> str:
-    if isinstance(error, httpx.HTTPStatusError):
-        try:
-            detail = error.response.json().get("error") or {}
-            return f"HTTP {error.response.status_code}: {detail.get('message')} (code {detail.get('code')})"
-        except (ValueError, AttributeError):
-            return f"HTTP {error.response.status_code}"
-    return f"{error.__class__.__name__}: {error}"
 
 
 class WhatsAppOutput(OutputChannel):
@@ -375,7 +290,8 @@ class WhatsAppOutput(OutputChannel):
     """
 
     def __init__(self, access_token: str, phone_number_id: str, base_url: str, *,
-                 client: Optional[httpx.AsyncClient] = None, attempts: int = SEND_ATTEMPTS) -> None:
+                 client: Optional[httpx.AsyncClient] = None, attempts: int = SEND_ATTEMPTS,
+                 backoff: float = SEND_BACKOFF) -> None:
         """One sender per business number, shared by every conversation.
 
         Args:
@@ -384,14 +300,13 @@ class WhatsAppOutput(OutputChannel):
             base_url: the Graph API with its version, e.g. https://graph.facebook.com/v21.0.
             client: a shared client; one is created on first use otherwise.
             attempts: tries per message before it is given up and logged.
+            backoff: first pause between tries in seconds.
         """
         super().__init__()
         self.access_token = access_token
         self.phone_number_id = phone_number_id
         self.messages_url = f"{base_url.rstrip('/')}/{phone_number_id}/messages"
-        self.attempts = max(1, attempts)
-        self._client = client
-        self._owns_client = client is None
+        self._graph = GraphClient(client=client, attempts=attempts, backoff=backoff)
 
     @classmethod
     def name(cls) -> Text:
@@ -399,26 +314,20 @@ class WhatsAppOutput(OutputChannel):
 
     @classmethod
     def from_settings(cls, settings: Optional[Settings] = None) -> "WhatsAppOutput":
-        """The channel configured by WHATSAPP_* settings.
+        """The sender configured by the WHATSAPP_* settings, needing nothing from a webhook.
 
         Raises:
-            RasaException: a WhatsApp setting is not set.
+            ChannelNotConfigured: a setting the sender needs is not set.
         """
         settings = settings or get_settings()
-        _require_configured(settings)
+        require_settings(settings, ("whatsapp_access_token", "whatsapp_phone_number_id", "whatsapp_api_base_url"),
+                         channel="WhatsApp")
         return cls(settings.whatsapp_access_token, settings.whatsapp_phone_number_id,
                    settings.whatsapp_api_base_url)
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=TIMEOUT)
-        return self._client
-
     async def aclose(self) -> None:
         """Close the HTTP client if this instance created it."""
-        if self._client is not None and self._owns_client:
-            await self._client.aclose()
-            self._client = None
+        await self._graph.aclose()
 
     async def post(self, message: Mapping[str, Any], *, best_effort: bool = False) -> Optional[Dict[str, Any]]:
         """POST one message; Meta's answer, or None when it finally failed (logged).
@@ -427,30 +336,26 @@ class WhatsAppOutput(OutputChannel):
         conversation turn that produced it.  `best_effort` tries once and
         logs a failure as a warning, for extras such as read receipts.
         """
-        headers = {"Authorization": f"Bearer {self.access_token}"}
         to = _masked(str(message["to"])) if message.get("to") else "WhatsApp"
-        what = message.get("type") or ("read receipt" if message.get("status") == "read" else "status")
-
-        def before_retry(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            logger.warning("whatsapp: sending a %s message to %s failed (%s); retrying", what, to,
-                           _graph_error(error) if error else "?")
-
-        retrying = AsyncRetrying(stop=stop_after_attempt(1 if best_effort else self.attempts), wait=_wait,
-                                 retry=retry_if_exception(_retryable), before_sleep=before_retry, reraise=True)
+        kind = message.get("type") or ("read receipt" if message.get("status") == "read" else "status")
+        what = kind if best_effort else f"{kind} message"
         try:
-            async for attempt in retrying:
-                with attempt:
-                    answer = await self._http().post(self.messages_url, json=dict(message), headers=headers)
-                    answer.raise_for_status()
+            answer = await self._graph.post(self.messages_url, body=message,
+                                            headers={"Authorization": f"Bearer {self.access_token}"},
+                                            attempts=1 if best_effort else None, log=logger,
+                                            what=f"whatsapp: sending a {what} to {to}")
         except Exception as error:  # noqa: BLE001 - whatever went wrong, the turn goes on (see above)
-            logger.log(logging.WARNING if best_effort else logging.ERROR, "whatsapp: could not send a %s to %s: %s",
-                       what if best_effort else f"{what} message", to, _graph_error(error))
-            return None
-        try:
-            return answer.json()
-        except ValueError:
-            return {}
+            failure = describe_error(error)
+        else:
+            if not answer.is_error:
+                try:
+                    return answer.json()
+                except ValueError:
+                    return {}
+            failure = describe_answer(answer)
+        logger.log(logging.WARNING if best_effort else logging.ERROR, "whatsapp: could not send a %s to %s: %s",
+                   what, to, failure)
+        return None
 
     async def mark_read(self, message_id: str) -> None:
         """Show the shopper their message was read, and that an answer is being typed.
@@ -461,7 +366,7 @@ class WhatsAppOutput(OutputChannel):
                          "typing_indicator": {"type": "text"}}, best_effort=True)
 
     async def send_text_message(self, recipient_id: Text, text: Text, **kwargs: Any) -> None:
-        for chunk in text_chunks(text):
+        for chunk in split_text(text, TEXT_LIMIT):
             await self.post(text_message(recipient_id, chunk))
 
     async def send_text_with_buttons(self, recipient_id: Text, text: Text, buttons: List[Dict[Text, Any]],
@@ -490,64 +395,34 @@ class WhatsAppOutput(OutputChannel):
 # --- the webhook ------------------------------------------------------------------------
 
 
-def _require_configured(settings: Settings) -> None:
-    if not settings.channel_enabled(CHANNEL):
-        missing = [name.upper() for name in ("whatsapp_verify_token", "whatsapp_app_secret",
-                                             "whatsapp_access_token", "whatsapp_phone_number_id")
-                   if not str(getattr(settings, name)).strip()]
-        raise RasaException(f"The WhatsApp channel needs {', '.join(missing)} (in .env or the environment).")
-
-
-async def first_delivery_in_store(message_id: str) -> bool:
-    """Whether this is the first time any replica sees `message_id` (recorded in the store).
-
-    If the store cannot answer, the message is handled: a rare double answer
-    is better than a shopper left without one.
-    """
-    def record() -> bool:
-        with session_scope() as session:
-            return first_delivery(session=session, channel=CHANNEL, message_id=message_id)
-
-    try:
-        return await asyncio.to_thread(record)
-    except Exception:  # noqa: BLE001 - any store failure means "unknown", see above
-        logger.exception("whatsapp: could not check message %s for re-delivery; handling it", message_id)
-        return True
-
-
-class WhatsAppInput(InputChannel):
+class WhatsAppInput(MetaWebhookInput[Inbound]):
     """Receives WhatsApp Cloud API webhooks and starts a turn per shopper message."""
 
+    CHANNEL_NAME = CHANNEL
+
     def __init__(self, verify_token: str, app_secret: str, output: WhatsAppOutput, *,
-                 is_first_delivery: Callable[[str], Awaitable[bool]] = first_delivery_in_store) -> None:
+                 engine: Optional["Engine"] = None) -> None:
         """A channel for one business number.
 
         Args:
             verify_token: the token typed into Meta's webhook settings.
             app_secret: the Meta app's secret, which signs every webhook body.
             output: sends the answers; its phone number id is the only one served.
-            is_first_delivery: says whether a message id is new (store-backed by default).
+            engine: the store that remembers delivered message ids (the configured one by default).
         """
-        self.verify_token = verify_token
-        self.app_secret = app_secret
+        super().__init__(verify_token=verify_token, app_secret=app_secret, engine=engine)
         self.output = output
-        self.is_first_delivery = is_first_delivery
-        self._tasks: Set["asyncio.Task[None]"] = set()
-
-    @classmethod
-    def name(cls) -> Text:
-        return CHANNEL
 
     @classmethod
     def from_credentials(cls, credentials: Optional[Dict[Text, Any]]) -> InputChannel:
         """Built from the WHATSAPP_* settings; credentials.yml holds no secrets for it.
 
         Raises:
-            RasaException: a WhatsApp setting is missing, so the server does not
+            ChannelNotConfigured: a WhatsApp setting is missing, so the server does not
                 start with a webhook Meta could never use.
         """
         settings = get_settings()
-        _require_configured(settings)
+        require_settings(settings, CHANNEL_SECRETS[CHANNEL], channel="WhatsApp")
         return cls(settings.whatsapp_verify_token, settings.whatsapp_app_secret,
                    WhatsAppOutput.from_settings(settings))
 
@@ -555,49 +430,17 @@ class WhatsAppInput(InputChannel):
         """Lets Rasa's API (e.g. `/conversations/<wa_id>/execute`) write to a shopper."""
         return self.output
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        hook = Blueprint("whatsapp_webhook", __name__)
+    def deliveries(self, payload: Any) -> List[Inbound]:
+        """The body's shopper messages to this channel's number.
 
-        @hook.route("/", methods=["GET"])
-        async def health(_: Request) -> HTTPResponse:
-            return response.json({"status": "ok"})
+        Raises:
+            MalformedWebhook: the body is not shaped like a Cloud API webhook.
+        """
+        return [message for message in parse_webhook(payload) if self._serves(message)]
 
-        @hook.route("/webhook", methods=["GET"])
-        async def verify(request: Request) -> HTTPResponse:
-            status, text = handshake_answer(request.args.get("hub.mode"), request.args.get("hub.verify_token"),
-                                            request.args.get("hub.challenge"), self.verify_token)
-            if status == 403:
-                logger.warning("whatsapp: webhook verification refused; WHATSAPP_VERIFY_TOKEN must be the "
-                               "verify token typed into the Meta app's webhook settings")
-            elif status != 200:
-                logger.warning("whatsapp: webhook verification refused: %s", text)
-            return response.text(text, status=status)
-
-        @hook.route("/webhook", methods=["POST"])
-        async def receive(request: Request) -> HTTPResponse:
-            if not signature_is_valid(self.app_secret, request.body, request.headers.get(SIGNATURE_HEADER)):
-                logger.warning("whatsapp: refused a webhook call with a %s %s header from %s",
-                               "wrong" if request.headers.get(SIGNATURE_HEADER) else "missing",
-                               SIGNATURE_HEADER, request.ip)
-                return response.text("invalid signature", status=403)
-            try:
-                messages = parse_webhook(json.loads(request.body))
-            except (ValueError, MalformedWebhook) as error:
-                logger.warning("whatsapp: refused a malformed webhook body: %s", error)
-                return response.text("malformed body", status=400)
-            served = [m for m in messages if self._serves(m)]
-            if served:
-                task = request.app.add_task(self._handle_batch(served, on_new_message))
-                if task is not None:  # a strong reference, so the task cannot be collected mid-turn
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-            return response.text("ok")
-
-        @hook.listener("after_server_stop")
-        async def close_client(*_: Any) -> None:
-            await self.output.aclose()
-
-        return hook
+    async def aclose(self) -> None:
+        """Close the sender's HTTP client."""
+        await self.output.aclose()
 
     def _serves(self, message: Inbound) -> bool:
         """Only messages to this channel's number: answers go out from it."""
@@ -607,34 +450,15 @@ class WhatsAppInput(InputChannel):
             return False
         return True
 
-    async def _handle_batch(self, messages: Sequence[Inbound],
-                            on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
-        """Each shopper's messages in order; different shoppers side by side."""
-        by_shopper: "OrderedDict[str, List[Inbound]]" = OrderedDict()
-        for message in messages:
-            by_shopper.setdefault(message.wa_id, []).append(message)
-
-        async def one_shopper(queue: List[Inbound]) -> None:
-            for message in queue:
-                await self._handle(message, on_new_message)
-
-        await asyncio.gather(*(one_shopper(queue) for queue in by_shopper.values()))
-
-    async def _handle(self, message: Inbound, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
+    async def run_turn(self, message: Inbound, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
+        """Answer one message, marking it read while the assistant works on it."""
+        receipt = asyncio.create_task(self.output.mark_read(message.message_id))
         try:
-            if not await self.is_first_delivery(message.message_id):
-                logger.info("whatsapp: message %s was delivered before; not handled again", message.message_id)
-                return
-            receipt = asyncio.create_task(self.output.mark_read(message.message_id))
-            try:
-                if message.text is None:
-                    await self.output.send_text_message(message.wa_id, TEXT_ONLY_NOTE)
-                else:
-                    await on_new_message(UserMessage(
-                        message.text, self.output, message.wa_id, input_channel=CHANNEL,
-                        message_id=message.message_id, metadata=message.metadata()))
-            finally:
-                await receipt
-        except Exception:  # noqa: BLE001 - one failed turn must not stop the rest of the batch
-            logger.exception("whatsapp: handling message %s from %s failed", message.message_id,
-                             _masked(message.wa_id))
+            if message.text is None:
+                await self.output.send_text_message(message.wa_id, TEXT_ONLY_NOTE)
+            else:
+                await on_new_message(UserMessage(
+                    message.text, self.output, message.wa_id, input_channel=CHANNEL,
+                    message_id=message.message_id, metadata=message.metadata()))
+        finally:
+            await receipt

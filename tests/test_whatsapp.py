@@ -1,5 +1,8 @@
 """The WhatsApp channel: its pure parts, its sender against the fake Graph API, and whole
-conversations through the running assistant's webhook, signed like Meta signs them."""
+conversations through the running assistant's webhook, signed like Meta signs them.
+
+What it shares with Messenger (signatures, the handshake, text splitting, retries) is tested
+piece by piece in test_meta.py; here it is tested in place, over HTTP."""
 
 from __future__ import annotations
 
@@ -16,22 +19,16 @@ from typing import Any, Dict, List, Optional
 import httpx
 import pytest
 
+from connectors.meta import ChannelNotConfigured, MalformedWebhook
 from connectors.whatsapp import (
     BUTTON_ID_LIMIT,
     BUTTON_TITLE_LIMIT,
     MAX_ROWS,
     ROW_TITLE_LIMIT,
-    TEXT_LIMIT,
     TEXT_ONLY_NOTE,
-    Inbound,
-    MalformedWebhook,
     WhatsAppOutput,
-    _retryable,
-    handshake_answer,
     parse_webhook,
     reply_messages,
-    signature_is_valid,
-    text_chunks,
 )
 
 from .conftest import CHANNEL_ENV, free_port
@@ -92,49 +89,6 @@ def visible(body: Dict[str, Any]) -> str:
     if body.get("type") == "interactive":
         return body["interactive"]["body"]["text"]
     return ""
-
-
-# --- signatures and the verify handshake ----------------------------------------------------
-
-BODY = b'{"object":"whatsapp_business_account","entry":[]}'
-
-
-@pytest.mark.parametrize("header, valid", [
-    (sign(BODY), True),                                    # Meta's exact header
-    (sign(BODY).upper().replace("SHA256=", "sha256="), True),  # hex digits in capitals
-    (None, False),                                         # no header at all
-    ("", False),                                           # an empty header
-    ("sha256=", False),                                    # the scheme without a digest
-    (sign(BODY, "another-secret"), False),                 # signed with someone else's secret
-    (sign(BODY + b" "), False),                            # a signature of a different body
-    ("sha1=" + hmac.new(SECRET.encode(), BODY, hashlib.sha1).hexdigest(), False),  # the old SHA-1 header
-    (sign(BODY)[:-2], False),                              # a truncated digest
-    ("sha256=zz" + sign(BODY)[9:], False),                 # not hex
-])
-def test_the_signature_check_accepts_only_the_hmac_of_the_body(header, valid):
-    """Only the HMAC-SHA256 of the exact body under the app secret passes."""
-    assert signature_is_valid(SECRET, BODY, header) is valid
-
-
-def test_no_app_secret_means_nothing_is_accepted():
-    """An unset secret never validates a body, even one 'signed' with the empty key."""
-    assert not signature_is_valid("", BODY, sign(BODY, ""))
-
-
-@pytest.mark.parametrize("mode, token, challenge, expected", [
-    ("subscribe", VERIFY_TOKEN, "1158201444", (200, "1158201444")),  # Meta's check: challenge echoed
-    ("subscribe", "guessed", "1158201444", (403, "verification failed")),  # wrong token
-    ("unsubscribe", VERIFY_TOKEN, "1158201444", (403, "verification failed")),  # not a subscription
-    (None, VERIFY_TOKEN, "1158201444", (400, None)),                   # no mode
-    ("subscribe", None, "1158201444", (400, None)),                    # no token
-    ("subscribe", VERIFY_TOKEN, None, (400, None)),                    # no challenge
-])
-def test_the_handshake_echoes_the_challenge_only_for_the_right_token(mode, token, challenge, expected):
-    """Meta's subscription check succeeds with the verify token and nothing else."""
-    status, text = handshake_answer(mode, token, challenge, VERIFY_TOKEN)
-    assert status == expected[0]
-    if expected[1] is not None:
-        assert text == expected[1]
 
 
 # --- reading webhook bodies -----------------------------------------------------------------
@@ -213,17 +167,6 @@ def test_bodies_of_the_wrong_shape_are_refused(body):
 # --- building outgoing messages -----------------------------------------------------------
 
 
-def test_long_text_is_split_under_the_limit_at_word_ends_without_losing_anything():
-    """A 10,000-character answer goes out in pieces WhatsApp accepts, every word intact."""
-    words = [f"word{i}" for i in range(1400)]
-    text = " ".join(words[:700]) + "\n\n" + " ".join(words[700:])
-    chunks = text_chunks(text)
-    assert len(chunks) > 1 and all(0 < len(chunk) <= TEXT_LIMIT for chunk in chunks)
-    assert " ".join(" ".join(chunks).split()) == " ".join(text.split())
-    assert text_chunks("  short  ") == ["short"]
-    assert [len(c) for c in text_chunks("x" * (TEXT_LIMIT + 10))] == [TEXT_LIMIT, 10]  # no space: hard cut
-
-
 def test_up_to_three_choices_are_reply_buttons_with_payload_ids():
     """Two or three choices become reply buttons; ids are the payloads, titles fit in 20 characters."""
     [message] = reply_messages("3161", "Would you like me to pass you to a colleague?", [
@@ -274,23 +217,6 @@ def test_link_buttons_alone_make_a_plain_text():
     """Only links: one text with the links in it, no interactive message."""
     [message] = reply_messages("3161", "Your tracking page:", [{"title": "Track", "url": "https://t.example/1"}])
     assert message["type"] == "text" and message["text"]["body"] == "Your tracking page:\nTrack: https://t.example/1"
-
-
-@pytest.mark.parametrize("error, retried", [
-    (httpx.HTTPStatusError("", request=httpx.Request("POST", "http://x"),
-                           response=httpx.Response(429)), True),   # rate limited
-    (httpx.HTTPStatusError("", request=httpx.Request("POST", "http://x"),
-                           response=httpx.Response(503)), True),   # Meta having a bad moment
-    (httpx.HTTPStatusError("", request=httpx.Request("POST", "http://x"),
-                           response=httpx.Response(400)), False),  # our message is wrong: retrying won't help
-    (httpx.HTTPStatusError("", request=httpx.Request("POST", "http://x"),
-                           response=httpx.Response(401)), False),  # the token is wrong
-    (httpx.ConnectError("refused"), True),                          # network trouble
-    (httpx.ReadTimeout("slow"), True),                              # no answer in time
-])
-def test_only_temporary_failures_are_retried(error, retried):
-    """429, 5xx and transport errors are retried; other 4xx are not."""
-    assert _retryable(error) is retried
 
 
 # --- the sender against the fake Graph API --------------------------------------------------
@@ -357,7 +283,7 @@ def test_the_output_is_built_from_settings_alone():
     output = WhatsAppOutput.from_settings(settings)
     assert output.messages_url == f"http://graph.test/v99.0/{PHONE_ID}/messages"
     assert output.access_token == ACCESS_TOKEN
-    with pytest.raises(Exception, match="WHATSAPP_ACCESS_TOKEN"):
+    with pytest.raises(ChannelNotConfigured, match="WHATSAPP_ACCESS_TOKEN"):
         WhatsAppOutput.from_settings(load_settings(environ={}, env_file=Path("/nonexistent")))
 
 
@@ -463,7 +389,7 @@ def test_malformed_bodies_get_400_and_a_log_line(server, shopper):
     assert shopper.post({"object": "whatsapp_business_account", "entry": "nope"}).status_code == 400
     assert shopper.post([1, 2, 3]).status_code == 400
     deadline = time.monotonic() + 10
-    while sum("refused a malformed webhook body" in line for line in server["output"]) < 3:
+    while sum("whatsapp: refused a signed webhook" in line for line in server["output"]) < 3:
         assert time.monotonic() < deadline, "".join(server["output"][-20:])
         time.sleep(0.1)
 
