@@ -8,15 +8,20 @@
     import events FILE    carrier tracking events from CSV or JSON
     eval-nlu FILE [--model M]  measure intent recognition on a held-out TSV
     tune-fallback M F     fallback-threshold table for model M on held-out NLU file F
+    bench [options]       latency and throughput next to a bare Rasa baseline (`make bench`)
     check-settings        validate .env and the environment
-    run                   start the action server and the Rasa server
+    run                   start the action server, the Rasa server and the agent console
     shell                 chat in the terminal (starts the action server too)
+    console               start the agent console alone (CONSOLE_PORT)
+    create-agent USERNAME --name "Display Name" [--password-stdin]
+                          add an agent who can log in to the console
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
 import sys
 from pathlib import Path
@@ -136,6 +141,70 @@ def cmd_shell(settings: Settings, _args: argparse.Namespace) -> int:
     return _start(settings, "shell")
 
 
+def cmd_console(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot.console.app import serve
+    from bot.runner import StartupError
+
+    try:
+        return serve(settings)
+    except StartupError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+
+def _new_password(username: str, from_stdin: bool) -> Optional[str]:
+    """The new agent's password, typed twice at a hidden prompt or piped in; None after a message why not."""
+    from bot.agents import AgentError, check_new_password
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            print("There is no terminal to ask for the password on; pipe it in with --password-stdin.",
+                  file=sys.stderr)
+            return None
+        password = getpass.getpass(f"Password for {username}: ")
+    try:
+        check_new_password(password)
+    except AgentError as exc:
+        print(f"{exc} Nothing was created.", file=sys.stderr)
+        return None
+    if not from_stdin and getpass.getpass("The same password again: ") != password:
+        print("The two passwords differ. Nothing was created.", file=sys.stderr)
+        return None
+    return password
+
+
+def cmd_create_agent(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+    from bot import db
+    from bot.agents import AgentError, create_agent, normalise_username
+
+    username = normalise_username(args.username)
+    password = _new_password(username, args.password_stdin)
+    if password is None:
+        return 1
+    try:
+        with db.session_scope() as session:
+            agent = create_agent(session=session, username=username, display_name=args.name or username,
+                                 password=password, now=_now())
+            shown = f"{agent.username} ({agent.display_name})"
+    except AgentError as exc:
+        print(f"{exc} Nothing was created.", file=sys.stderr)
+        return 1
+    except IntegrityError:
+        print(f"An agent called {username!r} already exists. Nothing was created.", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        print(f"The store at {_safe_url(settings.database_url)} cannot take agents yet "
+              f"({exc.__class__.__name__}); run `python -m bot setup` first.", file=sys.stderr)
+        return 1
+    host = "localhost" if settings.rasa_host in ("127.0.0.1", "0.0.0.0") else settings.rasa_host
+    print(f"Agent {shown} created. They log in at http://{host}:{settings.console_port}/login")
+    return 0
+
+
 def cmd_eval_nlu(settings: Settings, args: argparse.Namespace) -> int:
     from bot.config import PROJECT_ROOT
     from bot.nlu_eval import evaluate, render
@@ -168,6 +237,12 @@ def cmd_tune_fallback(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{row['threshold']:>9.1f}  {row['core_macro_f1']:>13.3f}  {row['accuracy']:>8.3f}  "
               f"{row['fallback_rate']:>13.3f}")
     return 0
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.bench import main
+
+    return main(settings, args)
 
 
 def _safe_url(url: str) -> str:
@@ -204,6 +279,18 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("check-settings", help="validate settings").set_defaults(func=cmd_check_settings)
     sub.add_parser("run", help="start the assistant").set_defaults(func=cmd_run)
     sub.add_parser("shell", help="chat with the assistant in the terminal").set_defaults(func=cmd_shell)
+    sub.add_parser("console", help="start the agent console alone").set_defaults(func=cmd_console)
+    agent = sub.add_parser("create-agent", help="add an agent who can log in to the console")
+    agent.add_argument("username", help="what they log in with (letters, digits, '.', '-', '_')")
+    agent.add_argument("--name", help="the name colleagues see (default: the username)")
+    agent.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of standard input instead of a prompt")
+    agent.set_defaults(func=cmd_create_agent)
+    bench = sub.add_parser("bench", help="latency and throughput next to a bare Rasa baseline")
+    from bot.bench import add_arguments
+
+    add_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
     return root
 
 

@@ -1,8 +1,8 @@
-"""Start the action server and the Rasa server together, and stop them together.
+"""Start the action server, the Rasa server and the agent console together, and stop them together.
 
-`make run` ends here.  Both servers run as child processes in their own
-process groups; Ctrl-C (or SIGTERM) stops both, and if either dies the other
-is stopped too, so nothing is left holding a port.
+`make run` ends here.  The three run as child processes in their own
+process groups; Ctrl-C (or SIGTERM) stops all of them, and if one dies the
+others are stopped too, so nothing is left holding a port.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def _run_root() -> Path:
 
 
 def check_ports(settings: Settings) -> None:
-    for name, port in (("RASA_PORT", settings.rasa_port), ("ACTION_PORT", settings.action_port)):
+    for name, port in (("RASA_PORT", settings.rasa_port), ("ACTION_PORT", settings.action_port),
+                       ("CONSOLE_PORT", settings.console_port)):
         if port_in_use(port):
             raise StartupError(
                 f"Port {port} is already in use, so the assistant cannot start there. "
@@ -78,7 +79,7 @@ def child_environment(settings: Settings) -> Dict[str, str]:
 
 
 def commands(settings: Settings, model: Path, credentials: Optional[Path] = None) -> Dict[str, List[str]]:
-    """The two servers' command lines; `credentials` is the effective channel file."""
+    """The servers' command lines; `credentials` is the effective channel file."""
     bin_dir = Path(sys.executable).parent
     return {
         "action server": [
@@ -95,6 +96,7 @@ def commands(settings: Settings, model: Path, credentials: Optional[Path] = None
             "--enable-api", "--auth-token", settings.rasa_auth_token,
             "--cors", *settings.rasa_cors_origins.split(","),
         ],
+        "agent console": [sys.executable, "-m", "bot", "console"],
     }
 
 
@@ -113,9 +115,11 @@ def _ready(settings: Settings) -> bool:
             params={"token": settings.rasa_auth_token},
             timeout=2,
         )
+        console = httpx.get(f"http://127.0.0.1:{settings.console_port}/health", timeout=2)
     except httpx.HTTPError:
         return False
-    return action.status_code == 200 and status.status_code == 200 and bool(status.json().get("model_file"))
+    return (action.status_code == 200 and console.status_code == 200 and status.status_code == 200
+            and bool(status.json().get("model_file")))
 
 
 def banner(settings: Settings, channels: Iterable[str] = ()) -> str:
@@ -136,6 +140,8 @@ def banner(settings: Settings, channels: Iterable[str] = ()) -> str:
         lines + [
             f"  Rasa HTTP API:    {base}/status?token=<RASA_AUTH_TOKEN>",
             f"  Action server:    http://localhost:{settings.action_port}/health",
+            f"  Agent console:    http://{host}:{settings.console_port}/   "
+            "(add agents: .venv/bin/python -m bot create-agent USERNAME --name \"Display Name\")",
             "  Demo orders:      .venv/bin/python -m bot demo-orders",
             "  Stop with Ctrl-C.",
             "",
@@ -163,7 +169,7 @@ def _stop(processes: Dict[str, subprocess.Popen]) -> None:
 
 
 def serve(settings: Settings, model: Optional[Path] = None) -> int:
-    """Run both servers until interrupted; returns the exit code."""
+    """Run the servers and the console until interrupted; returns the exit code."""
     check_ports(settings)
     model = model or latest_model(PROJECT_ROOT / "models")
     run_dir = Path(tempfile.mkdtemp(prefix=f"rasa-{settings.rasa_port}-", dir=_run_root()))
@@ -185,8 +191,8 @@ def serve(settings: Settings, model: Optional[Path] = None) -> int:
     try:
         for name, argv in commands(settings, model, credentials).items():
             processes[name] = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, start_new_session=True)
-        print(f"Starting the action server (port {settings.action_port}) and Rasa (port {settings.rasa_port}) "
-              f"with {model.name} ...", flush=True)
+        print(f"Starting the action server (port {settings.action_port}), Rasa (port {settings.rasa_port}) "
+              f"with {model.name} and the agent console (port {settings.console_port}) ...", flush=True)
         started = time.monotonic()
         ready = False
         while not stopping:

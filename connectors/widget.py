@@ -163,6 +163,15 @@ class WidgetOutput(SocketIOOutput):
         """Send through `sio`, the running socket.io server."""
         super().__init__(sio, BOT_EVENT)
 
+    async def send_text_message(self, recipient_id: Text, text: Text, **kwargs: Any) -> None:
+        """Send `text`; a reply from a person in the agent console carries their name."""
+        agent = kwargs.get("agent")
+        for part in text.strip().split("\n\n"):
+            message: Dict[Text, Any] = {"text": part}
+            if isinstance(agent, str) and agent.strip():
+                message["agent"] = agent.strip()[:80]
+            await self._send_message(recipient_id, message)
+
     async def send_custom_json(self, recipient_id: Text, json_message: Dict[Text, Any], **kwargs: Any) -> None:
         """Pass a custom payload on as data; Rasa's version spreads it into ``emit``'s arguments."""
         await self._send_message(recipient_id, {"custom": json_message})

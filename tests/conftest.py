@@ -169,7 +169,7 @@ def fake_graph():
 
 @pytest.fixture(scope="session")
 def assistant(tmp_path_factory, fake_graph):
-    """`python -m bot run` on free ports, every channel on, a freshly seeded store.
+    """`python -m bot run` on free ports, every channel on, a freshly seeded store, the agent console beside it.
 
     One for the whole suite: starting Rasa costs half a minute.  Tests talk to it
     with their own conversation ids, so they do not disturb each other.
@@ -187,7 +187,8 @@ def assistant(tmp_path_factory, fake_graph):
     endpoints.write_text("action_endpoint:\n  url: ${ACTION_ENDPOINT_URL}\n")
     env = {**os.environ, **CHANNEL_ENV,
            "DATABASE_URL": f"sqlite:///{tmp / 'store.db'}", "RASA_PORT": str(free_port()),
-           "ACTION_PORT": str(free_port()), "RASA_AUTH_TOKEN": "conv-token", "RASA_ENDPOINTS": str(endpoints),
+           "ACTION_PORT": str(free_port()), "CONSOLE_PORT": str(free_port()), "RASA_AUTH_TOKEN": "conv-token",
+           "RASA_ENDPOINTS": str(endpoints),
            "WHATSAPP_API_BASE_URL": fake_graph.url, "MESSENGER_API_BASE_URL": fake_graph.url}
     subprocess.run([sys.executable, "-m", "bot", "setup"], cwd=ROOT, env=env, check=True, capture_output=True)
     listed = subprocess.run([sys.executable, "-m", "bot", "demo-orders", "--json"], cwd=ROOT, env=env, check=True,
@@ -201,6 +202,7 @@ def assistant(tmp_path_factory, fake_graph):
         assert process.poll() is None and time.monotonic() < deadline, "".join(output)[-3000:]
         time.sleep(0.5)
     yield {"url": f"http://127.0.0.1:{env['RASA_PORT']}", "orders": {r["scenario"]: r for r in json.loads(listed.stdout)},
-           "token": "conv-token", "env": env, "output": output, "database_url": env["DATABASE_URL"]}
+           "token": "conv-token", "env": env, "output": output, "database_url": env["DATABASE_URL"],
+           "console_url": f"http://127.0.0.1:{env['CONSOLE_PORT']}"}
     process.send_signal(signal.SIGINT)
     process.wait(timeout=60)

@@ -31,7 +31,7 @@ def run_env(tmp_path):
     endpoints = tmp_path / "endpoints.yml"
     endpoints.write_text('action_endpoint:\n  url: ${ACTION_ENDPOINT_URL}\n')
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "RASA_PORT": str(free_port()),
-           "ACTION_PORT": str(free_port()), "RASA_AUTH_TOKEN": "test-token-123", "RASA_ENDPOINTS": str(endpoints)}
+           "ACTION_PORT": str(free_port()), "CONSOLE_PORT": str(free_port()), "RASA_AUTH_TOKEN": "test-token-123", "RASA_ENDPOINTS": str(endpoints)}
     subprocess.run([sys.executable, "-m", "bot", "setup"], cwd=ROOT, env=env, check=True, capture_output=True)
     return env
 

@@ -163,7 +163,14 @@
       body = attachment.src; // an image: offered as a link
     }
     const buttons = buttonsFrom(Array.isArray(data.quick_replies) ? data.quick_replies : data.buttons);
-    return body || buttons.length ? { from: "bot", text: body, buttons: buttons } : null;
+    if (!body && !buttons.length) {
+      return null;
+    }
+    const message = { from: "bot", text: body, buttons: buttons };
+    if (typeof data.agent === "string" && data.agent.trim()) {
+      message.agent = data.agent.trim().slice(0, 80); // a person from the shop's team wrote this
+    }
+    return message;
   }
 
   // --- building the page ------------------------------------------------------
@@ -303,6 +310,12 @@
 
     function renderMessage(message) {
       const row = el("div", "wsw-msg wsw-msg--" + message.from);
+      if (message.agent) {
+        row.classList.add("wsw-msg--agent");
+        const author = el("div", "wsw-author");
+        author.textContent = message.agent;
+        row.appendChild(author);
+      }
       if (message.text) {
         const bubble = el("div", "wsw-bubble");
         appendText(bubble, message.text);
