@@ -19,7 +19,7 @@ find_python = $(firstword $(foreach c,$(PY_CANDIDATES),$(shell $(c) -c 'import s
 
 EVAL_SET ?= ../shared/eval/dev.tsv
 
-.PHONY: help run test setup install train validate shell eval tune-fallback clean browser
+.PHONY: help run test setup install train validate shell eval tune-fallback clean browser bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -93,6 +93,20 @@ tune-fallback: $(INSTALLED) ## choose the fallback threshold on an 80/20 split o
 	$(VENV)/bin/rasa train nlu --nlu .run/split/training_data.yml --config config.yml --out .run/split --fixed-model-name split
 	@$(PYTHON) -m bot tune-fallback .run/split/split.tar.gz .run/split/test_data.yml
 
+# The bare Rasa assistant `make bench` compares against; its model stays out of
+# models/*.tar.gz so `make run` never picks it up.
+BASELINE_MODEL := models/baseline/baseline.tar.gz
+BASELINE_FILES := $(shell find bench/baseline -type f -name '*.yml' 2>/dev/null)
+BENCH_ARGS ?=
+
+bench: setup $(MODEL) $(BASELINE_MODEL) ## latency and throughput next to a bare Rasa baseline (options: BENCH_ARGS="--help")
+	@$(PYTHON) -m bot bench --baseline-model $(BASELINE_MODEL) $(BENCH_ARGS)
+
+$(BASELINE_MODEL): $(INSTALLED) $(BASELINE_FILES)
+	RASA_CACHE_DIRECTORY=.run/baseline-cache $(VENV)/bin/rasa train --config bench/baseline/config.yml \
+	  --domain bench/baseline/domain.yml --data bench/baseline/data --out models/baseline --fixed-model-name baseline
+	@touch $@
+
 clean: ## remove the virtualenv, trained models and local databases
-	rm -rf $(VENV) models/*.tar.gz .rasa .pytest_cache widget/node_modules
+	rm -rf $(VENV) models/*.tar.gz models/baseline .rasa .run/baseline-cache .pytest_cache widget/node_modules
 	rm -f wismo.db rasa_tracker.db
