@@ -11,27 +11,17 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List
 
-import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from sqlalchemy import select
 
 from bot import db
 from bot.models import Handoff
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS
 from .test_console import BACK_WITH_BOT, PASSWORD, make_agent
 from .test_widget import INJECTION, REPLY_TIMEOUT_MS, bot_bubbles, open_demo, say, stored
 
 #: The console polls the open conversation every second.
 CONSOLE_TIMEOUT_MS = 15_000
-
-
-@pytest.fixture
-async def browser() -> Any:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
 
 
 def open_handoff_id(database_url: str, conversation_id: str) -> int:

@@ -30,7 +30,7 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 import websockets
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from sanic import Sanic
 
 from connectors.widget import (
@@ -44,7 +44,7 @@ from connectors.widget import (
     normalise_origin,
 )
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, free_port
+from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOP_ORIGIN = "https://shop.example"
@@ -193,14 +193,6 @@ def echo() -> Iterator[EchoServer]:
     server = EchoServer(origins=SHOP_ORIGIN).start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-async def browser() -> Any:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
 
 
 async def handshake(url: str, origin: Optional[str]) -> str:
