@@ -43,6 +43,10 @@ class ActionRouteJob(Action):
         if verified and (reference is None or reference == verified):
             return events  # the verify form finds nothing to ask and the job goes on
         # A new or unverified order: collect what this message already says, ask for the rest.
+        # A second question while the check is under way ("why is it late?" before the
+        # proof came) keeps the order number already given: nothing is verified by it.
+        if reference is None and not verified:
+            reference = tracker.get_slot("order_number") or None
         events += [SlotSet("verified_order", None), SlotSet("identity_proof", None),
                    SlotSet("order_number", reference)]
         proof = details.email or details.postcode
@@ -102,6 +106,12 @@ class ValidateVerifyForm(FormValidationAction):
                 return {"identity_proof": postcode}
             if text.strip() and latest_intent(tracker) not in JOBS:
                 return {"identity_proof": ""}
+            return {}
+        # Asked for the order number, the shopper may give the postcode with it
+        # ("it's 1043, postcode 1015 CW"), as they may in their first message.
+        details = find_details(text, settings().order_number_prefix, loose=True)
+        if (details.order_number or details.tracking_number) and details.postcode:
+            return {"identity_proof": details.postcode}
         return {}
 
     def validate_order_number(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,

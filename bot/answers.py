@@ -163,7 +163,9 @@ def delay_answer(order: Order, settings: Settings, now: dt.datetime) -> DelayAns
             messages.append(note)
             continue
         if not (state.is_late or state.expected_late or state.stalled or state.presumed_lost):
-            eta = f" and is expected {day(state.eta, today)}" if state.eta else ""
+            # A parcel at the pickup point has arrived; an estimate already past says nothing.
+            waiting = state.status == "available_for_pickup" or (state.eta is not None and state.eta < today)
+            eta = f" and is expected {day(state.eta, today)}" if state.eta and not waiting else ""
             by = f" We promised it by {day(promised, today)}." if promised else ""
             messages.append(f"{label} isn't late: it's {STATUS_LABELS.get(state.status, state.status)}{eta}.{by}")
             continue

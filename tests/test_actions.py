@@ -216,6 +216,28 @@ async def test_asking_about_another_order_starts_a_new_check(shop):
     assert messages == []
 
 
+async def test_another_question_during_the_check_keeps_the_order_number_given(shop):
+    """'Why is it late?' while the proof is being asked for switches the job, not the order."""
+    order = shop["orders"]["late_no_reason"]
+    track = tracker("why is it late?", "delivery_delay", slots={"order_number": order["order_number"]},
+                    requested_slot="identity_proof", active_loop="verify_form")
+    events, messages = await run(ActionRouteJob(), track)
+    assert slots_set(events)["order_number"] == order["order_number"]
+    assert slots_set(events)["pending_job"] == "delay" and slots_set(events)["verified_order"] is None
+    assert messages == []
+
+
+async def test_the_postcode_given_with_the_asked_order_number_is_read_too(shop):
+    """Asked for the order number, 'order 1009, postcode 1015 CW' verifies in one go."""
+    order = shop["orders"]["late_no_reason"]
+    digits = order["order_number"].split("-")[1]
+    track = tracker(f"it's order {digits}, my postcode is {order['postcode']}", "inform",
+                    requested_slot="order_number", active_loop="verify_form")
+    events, messages = await run(ValidateVerifyForm(), track)
+    assert slots_set(events)["verified_order"] == order["order_number"]
+    assert "utter_verified" in [m.get("response") for m in messages]
+
+
 # --- status and delay ----------------------------------------------------------------------
 
 STATUS_WORDS = {
@@ -278,6 +300,13 @@ async def test_delay_answer_without_a_reason_or_without_a_delay(shop, scenario, 
     """No invented reason; an on-time parcel is said to be on time."""
     _, messages = await answer(shop["orders"][scenario], "delay")
     assert phrase in texts(messages)
+
+
+async def test_a_parcel_waiting_at_the_pickup_point_is_not_given_a_past_estimate(shop):
+    """'Why isn't it here?' about a parcel at the pickup point: it's there, no stale 'expected' date."""
+    _, messages = await answer(shop["orders"]["available_for_pickup"], "delay")
+    said = texts(messages)
+    assert "isn't late" in said and "pickup point" in said and "expected" not in said
 
 
 async def test_presumed_lost_delay_offers_refund_or_reship(shop):
