@@ -129,3 +129,38 @@ async def test_the_console_page_needs_a_login_and_logging_out_ends_it(assistant,
     await page.goto(f"{assistant['console_url']}/")
     await expect(page).to_have_url(f"{assistant['console_url']}/login")
     assert not errors
+
+
+async def test_the_agent_is_warned_when_a_whatsapp_shopper_wrote_more_than_a_day_ago(assistant, browser):
+    """Meta drops free-form replies outside its 24-hour window: the console says so before the agent types."""
+    import time
+    import uuid
+
+    import httpx
+
+    wa_id = f"3161{uuid.uuid4().int % 10**7:07d}"
+    two_days_ago = time.time() - 2 * 24 * 3600
+    events = [{"event": "user", "text": "is anyone there? my parcel never came", "timestamp": two_days_ago,
+               "input_channel": "whatsapp", "parse_data": {"intent": {"name": "human_handoff", "confidence": 1.0}}},
+              {"event": "pause", "timestamp": two_days_ago + 1}]
+    answer = httpx.post(f"{assistant['url']}/conversations/{wa_id}/tracker/events",
+                        params={"token": assistant["token"]}, json=events, timeout=30)
+    assert answer.status_code == 200, answer.text
+    engine = db.make_engine(assistant["database_url"])
+    try:
+        with db.session_scope(engine) as session:
+            handoff = Handoff(conversation_id=wa_id, channel="whatsapp", reason="asked", summary="Asked for a person.",
+                              context={}, transcript=[], state="queued")
+            session.add(handoff)
+            session.flush()
+            handoff_id = handoff.id
+    finally:
+        engine.dispose()
+
+    username = make_agent(assistant["database_url"], "Maya Visser")
+    errors: List[str] = []
+    agent = await log_in(browser, assistant["console_url"], username, errors)
+    card = agent.locator(f'.qcard[data-id="{handoff_id}"]')
+    await card.get_by_role("button", name="Claim").click()
+    await expect(agent.locator("#conv-notice")).to_contain_text("within 24 hours", timeout=CONSOLE_TIMEOUT_MS)
+    assert not errors

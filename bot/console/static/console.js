@@ -9,6 +9,8 @@
 "use strict";
 
 (function () {
+  // Meta's channels accept a free-form reply only this long after the shopper last wrote.
+  const REPLY_WINDOW_MS = 24 * 60 * 60 * 1000;
   const QUEUE_EVERY_MS = 2500;
   const DETAIL_EVERY_MS = 1000;
   const HIDDEN_EVERY_MS = 5000;
@@ -304,6 +306,13 @@
     }
     if (handoff.channel === "rest" && handoff.state === "claimed") {
       notices.push("This shopper uses the REST API: replies are recorded in the conversation but cannot be pushed to them.");
+    }
+    const lastShopper = (handoff.transcript || []).filter((line) => line.from === "shopper").pop();
+    if ((handoff.channel === "whatsapp" || handoff.channel === "messenger") && handoff.state === "claimed" &&
+        lastShopper && lastShopper.at && Date.now() - Date.parse(lastShopper.at) > REPLY_WINDOW_MS) {
+      notices.push((handoff.channel === "whatsapp" ? "WhatsApp" : "Messenger") +
+        " delivers free-form replies only within 24 hours of the shopper's last message, which is older:" +
+        " this reply may not reach them. Contact them by email instead.");
     }
     if (handoff.state === "claimed" && handoff.mine && handoff.paused === false) {
       notices.push("The assistant is not paused in this conversation, so it may answer the shopper too.");
