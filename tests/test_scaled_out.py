@@ -35,7 +35,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from .conftest import MODEL, ROOT, _Databases, free_port, pg_admin_url
+from .conftest import MODEL, ROOT, _Databases, free_port, load_settings_env, pg_admin_url
 
 RASA = str(Path(sys.executable).parent / "rasa")
 TOKEN = "scaled-out-token"
@@ -116,11 +116,11 @@ BURST = ("hi there", "are you a bot?", "thank you!", "hello", "are you a human?"
 
 
 def redis_url() -> str:
-    return os.environ.get("TEST_REDIS_URL") or DEFAULT_REDIS
+    return os.environ.get("TEST_REDIS_URL") or load_settings_env("TEST_REDIS_URL") or DEFAULT_REDIS
 
 
 def rabbitmq_url() -> str:
-    return os.environ.get("TEST_RABBITMQ_URL") or DEFAULT_RABBITMQ
+    return os.environ.get("TEST_RABBITMQ_URL") or load_settings_env("TEST_RABBITMQ_URL") or DEFAULT_RABBITMQ
 
 
 # --- the engines --------------------------------------------------------------------------
