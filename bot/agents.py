@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from bot.carriers import REASON_LABELS, STATUS_LABELS
 from bot.config import Settings
-from bot.handoff import REASONS
+from bot.handoff import REASONS, online_agents  # noqa: F401 - the console reads presence here
 from bot.models import Agent, AgentSession, Handoff, Order, Shipment
 from bot.store import audit, get_order, shipment_state, shipment_tracking_url
 
@@ -243,13 +243,6 @@ def purge_expired_sessions(*, session: Session, now: dt.datetime) -> int:
     """Drop expired logins; returns how many went."""
     result = session.execute(delete(AgentSession).where(AgentSession.expires_at <= now))
     return result.rowcount or 0
-
-
-def online_agents(*, session: Session, now: dt.datetime, minutes: int) -> List[Agent]:
-    """Active agents whose console was used within `minutes` (AGENT_ONLINE_MINUTES)."""
-    since = now - dt.timedelta(minutes=minutes)
-    return list(session.scalars(
-        select(Agent).where(Agent.active.is_(True), Agent.last_seen_at >= since).order_by(Agent.display_name)))
 
 
 # --- the queue ---------------------------------------------------------------------------

@@ -64,6 +64,13 @@ def open_handoff(*, session: Session, conversation_id: str, channel: str, reason
     return handoff, True
 
 
+def online_agents(*, session: Session, now: dt.datetime, minutes: int) -> List[Agent]:
+    """Active agents whose console was used within `minutes` (AGENT_ONLINE_MINUTES)."""
+    since = now - dt.timedelta(minutes=minutes)
+    return list(session.scalars(
+        select(Agent).where(Agent.active.is_(True), Agent.last_seen_at >= since).order_by(Agent.display_name)))
+
+
 @dataclass(frozen=True)
 class Availability:
     """Whether a person can answer soon, and what the shopper is told."""
@@ -91,9 +98,7 @@ def availability(*, session: Session, settings: Settings, now: dt.datetime) -> A
     """
     hours = parse_hours(settings.agent_hours)
     local = now.astimezone(settings.tz)
-    seen_since = now - dt.timedelta(minutes=settings.agent_online_minutes)
-    online = session.scalar(select(func.count()).select_from(Agent)
-                            .where(Agent.active.is_(True), Agent.last_seen_at >= seen_since)) or 0
+    online = len(online_agents(session=session, now=now, minutes=settings.agent_online_minutes))
     in_hours = hours.is_open(local)
     if in_hours and online:
         queued = session.scalar(select(func.count()).select_from(Handoff).where(Handoff.state == "queued")) or 0
