@@ -46,6 +46,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import httpx
 
 from bot.config import PROJECT_ROOT, Settings
+from bot.runner import run_root, stop_processes
 
 REST_PATH = "/webhooks/rest/webhook"
 REQUEST_TIMEOUT_S = 60.0
@@ -495,7 +496,7 @@ class Servers:
 
     def __init__(self, baseline_model: Path) -> None:
         self.baseline_model = baseline_model
-        self.dir = Path(tempfile.mkdtemp(prefix="bench-", dir=_run_root()))
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-", dir=run_root()))
         self.processes: Dict[str, subprocess.Popen] = {}
 
     def __enter__(self) -> "Servers":
@@ -599,34 +600,13 @@ class Servers:
                 await asyncio.sleep(0.5)
 
     def stop(self) -> None:
-        """SIGTERM to every server's process group, then SIGKILL to those still there after a while.
+        """Stop every server's process group (SIGTERM, then SIGKILL after a while).
 
         `python -m bot run` stops its own children (action server, Rasa,
-        console) on SIGTERM, so signalling its group is enough.
+        console) on SIGTERM, so signalling its group is enough; it may take its
+        own stop timeout for that, hence the longer wait here.
         """
-        for process in self.processes.values():
-            if process.poll() is None:
-                _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
-
-
-def _signal_group(process: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _run_root() -> Path:
-    root = PROJECT_ROOT / ".run"
-    root.mkdir(exist_ok=True)
-    return root
+        stop_processes(self.processes, timeout=STOP_TIMEOUT_S)
 
 
 def _relative(path: Path) -> str:

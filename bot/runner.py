@@ -53,7 +53,7 @@ def latest_model(models_dir: Path) -> Path:
     return models[-1]
 
 
-def _run_root() -> Path:
+def run_root() -> Path:
     """Where a running assistant keeps its generated files (ignored by git)."""
     root = PROJECT_ROOT / ".run"
     root.mkdir(exist_ok=True)
@@ -149,22 +149,24 @@ def banner(settings: Settings, channels: Iterable[str] = ()) -> str:
     )
 
 
-def _stop(processes: Dict[str, subprocess.Popen]) -> None:
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_processes(processes: Dict[str, subprocess.Popen], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM to each child's process group, SIGKILL to those still there after `timeout` seconds."""
     for process in processes.values():
         if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+            _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
     for process in processes.values():
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal_group(process, signal.SIGKILL)
             process.wait()
 
 
@@ -172,7 +174,7 @@ def serve(settings: Settings, model: Optional[Path] = None) -> int:
     """Run the servers and the console until interrupted; returns the exit code."""
     check_ports(settings)
     model = model or latest_model(PROJECT_ROOT / "models")
-    run_dir = Path(tempfile.mkdtemp(prefix=f"rasa-{settings.rasa_port}-", dir=_run_root()))
+    run_dir = Path(tempfile.mkdtemp(prefix=f"rasa-{settings.rasa_port}-", dir=run_root()))
     try:
         credentials = write_credentials(settings, run_dir)
     except ValueError as exc:
@@ -211,7 +213,7 @@ def serve(settings: Settings, model: Optional[Path] = None) -> int:
         print("Stopping ...", flush=True)
         return 0
     finally:
-        _stop(processes)
+        stop_processes(processes)
         shutil.rmtree(run_dir, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -235,4 +237,4 @@ def shell(settings: Settings, model: Optional[Path] = None) -> int:
                 "--endpoints", str(settings.path(settings.rasa_endpoints))]
         return subprocess.call(rasa, cwd=PROJECT_ROOT, env=env)
     finally:
-        _stop(action)
+        stop_processes(action)
