@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from bot import db
 from bot.config import Settings, get_settings
-from bot.handoff import record_helpdesk_status
+from bot.handoff import record_helpdesk_status, transcript as conversation_lines
 from bot.helpdesk import post_handoff
 
 logger = logging.getLogger(__name__)
@@ -57,12 +57,8 @@ def entity(tracker: Tracker, name: str) -> Optional[str]:
 
 
 def transcript(tracker: Tracker) -> List[Dict[str, Any]]:
-    lines = []
-    for event in tracker.events:
-        if event.get("event") in ("user", "bot") and event.get("text"):
-            lines.append({"from": "shopper" if event["event"] == "user" else "bot", "text": event["text"],
-                          "at": event.get("timestamp")})
-    return lines[-200:]
+    """The conversation so far, as the handoff record and the helpdesk keep it."""
+    return conversation_lines(tracker.events, limit=200)
 
 
 def polite_failure(run: Callable[..., Awaitable[List[Dict[str, Any]]]]) -> Callable[..., Awaitable[List[Dict[str, Any]]]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -139,3 +139,43 @@ def record_helpdesk_status(*, session: Session, handoff_id: int, status: str,
     handoff.helpdesk_status = status
     audit(session=session, actor="bot", action=f"handoff.helpdesk_{status}", entity="handoff",
           entity_id=handoff_id, details={"detail": detail} if detail else {})
+
+
+def _when(timestamp: Any) -> Optional[str]:
+    if not isinstance(timestamp, (int, float)):
+        return None
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat()
+
+
+def transcript(events: Sequence[Any], limit: int = 400) -> List[Dict[str, Any]]:
+    """The conversation as the agent reads it: who said what, and when it changed hands.
+
+    Each line has `from` ("shopper", "bot", "agent" or "system"), `text` and
+    `at` (ISO time); agent lines name the agent, bot lines list their button
+    titles.  `events` are Rasa tracker events, as the action server and the
+    HTTP API both give them; the newest `limit` lines are kept.
+    """
+    lines: List[Dict[str, Any]] = []
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        kind = event.get("event")
+        at = _when(event.get("timestamp"))
+        if kind == "user" and event.get("text"):
+            lines.append({"from": "shopper", "text": str(event["text"]), "at": at})
+        elif kind == "bot" and (event.get("text") or (event.get("data") or {}).get("buttons")):
+            agent = (event.get("metadata") or {}).get("agent")
+            buttons = [str(b.get("title") or b.get("payload") or "")
+                       for b in ((event.get("data") or {}).get("buttons") or []) if isinstance(b, dict)]
+            line: Dict[str, Any] = {"from": "agent" if agent else "bot", "text": str(event.get("text") or ""),
+                                    "at": at}
+            if agent:
+                line["agent"] = str(agent)
+            if buttons:
+                line["buttons"] = buttons
+            lines.append(line)
+        elif kind == "pause":
+            lines.append({"from": "system", "text": "Handed over to a person; the assistant is silent.", "at": at})
+        elif kind == "resume":
+            lines.append({"from": "system", "text": "The assistant answers again.", "at": at})
+    return lines[-limit:]

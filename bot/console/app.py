@@ -38,7 +38,8 @@ from sqlalchemy.orm import Session
 
 from bot import agents, db
 from bot.config import Settings
-from bot.console.rasa import RasaClient, RasaUnavailable, transcript
+from bot.console.rasa import RasaClient, RasaUnavailable
+from bot.handoff import transcript
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ shopper getting the same reply twice is worse than an agent clicking again.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import Any, Dict, List, Optional, Sequence
 from urllib.parse import quote
@@ -25,8 +24,6 @@ logger = logging.getLogger(__name__)
 READ_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 #: Running an action can call the action server and the store.
 ACTION_TIMEOUT = httpx.Timeout(30.0, connect=3.0)
-#: The most transcript lines sent to the console; older ones are in the handoff record.
-MAX_LINES = 400
 
 #: The response the assistant greets a shopper with when an agent hands back.
 BACK_WITH_BOT = "utter_back_with_bot"
@@ -117,41 +114,3 @@ class RasaClient:
 def agent_message(text: str, agent_name: str) -> Dict[str, Any]:
     """A bot event carrying an agent's text, marked with their name for the transcript."""
     return {"event": "bot", "text": text, "metadata": {"agent": agent_name}}
-
-
-def _when(timestamp: Any) -> Optional[str]:
-    if not isinstance(timestamp, (int, float)):
-        return None
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat()
-
-
-def transcript(events: Sequence[Any]) -> List[Dict[str, Any]]:
-    """The conversation as the agent reads it: who said what, and when it changed hands.
-
-    Each line has `from` ("shopper", "bot", "agent" or "system"), `text` and
-    `at`; agent lines name the agent, bot lines list their button titles.
-    """
-    lines: List[Dict[str, Any]] = []
-    for event in events:
-        if not isinstance(event, dict):
-            continue
-        kind = event.get("event")
-        at = _when(event.get("timestamp"))
-        if kind == "user" and event.get("text"):
-            lines.append({"from": "shopper", "text": str(event["text"]), "at": at})
-        elif kind == "bot" and (event.get("text") or (event.get("data") or {}).get("buttons")):
-            agent = (event.get("metadata") or {}).get("agent")
-            buttons = [str(b.get("title") or b.get("payload") or "")
-                       for b in ((event.get("data") or {}).get("buttons") or []) if isinstance(b, dict)]
-            line: Dict[str, Any] = {"from": "agent" if agent else "bot", "text": str(event.get("text") or ""),
-                                    "at": at}
-            if agent:
-                line["agent"] = str(agent)
-            if buttons:
-                line["buttons"] = buttons
-            lines.append(line)
-        elif kind == "pause":
-            lines.append({"from": "system", "text": "Handed over to a person; the assistant is silent.", "at": at})
-        elif kind == "resume":
-            lines.append({"from": "system", "text": "The assistant answers again.", "at": at})
-    return lines[-MAX_LINES:]
