@@ -19,7 +19,7 @@ find_python = $(firstword $(foreach c,$(PY_CANDIDATES),$(shell $(c) -c 'import s
 
 EVAL_SET ?= ../shared/eval/dev.tsv
 
-.PHONY: help run test setup install train validate shell eval tune-fallback clean browser bench
+.PHONY: help run test check setup install train validate shell eval tune-fallback clean browser bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,11 @@ run: setup $(MODEL) ## set everything up and start the assistant
 
 test: setup $(MODEL) browser ## set everything up and run the whole test suite
 	$(PYTHON) -m pytest
+
+check: $(INSTALLED) ## lint, type-check and run the fast tests (no servers, no browser; under a minute)
+	$(VENV)/bin/ruff check bot actions connectors tools tests
+	$(VENV)/bin/mypy
+	$(PYTHON) -m pytest -m "not slow" -q
 
 # The browser tests drive Debian's Chromium (no browser download).
 CHROMIUM ?= /usr/bin/chromium
@@ -85,26 +90,26 @@ shell: setup $(MODEL) ## chat in the terminal (starts the action server too)
 	@$(PYTHON) -m bot shell
 
 eval: $(MODEL) ## measure intent recognition on EVAL_SET (never trained on)
-	@$(PYTHON) -m bot eval-nlu $(EVAL_SET)
+	@$(PYTHON) -m tools eval-nlu $(EVAL_SET)
 
 tune-fallback: $(INSTALLED) ## choose the fallback threshold on an 80/20 split of data/nlu
 	rm -rf .run/split && mkdir -p .run/split
 	$(VENV)/bin/rasa data split nlu --nlu data/nlu --training-fraction 0.8 --random-seed 7 --out .run/split
 	$(VENV)/bin/rasa train nlu --nlu .run/split/training_data.yml --config config.yml --out .run/split --fixed-model-name split
-	@$(PYTHON) -m bot tune-fallback .run/split/split.tar.gz .run/split/test_data.yml
+	@$(PYTHON) -m tools tune-fallback .run/split/split.tar.gz .run/split/test_data.yml
 
 # The bare Rasa assistant `make bench` compares against; its model stays out of
 # models/*.tar.gz so `make run` never picks it up.
 BASELINE_MODEL := models/baseline/baseline.tar.gz
-BASELINE_FILES := $(shell find bench/baseline -type f -name '*.yml' 2>/dev/null)
+BASELINE_FILES := $(shell find tools/baseline -type f -name '*.yml' 2>/dev/null)
 BENCH_ARGS ?=
 
 bench: setup $(MODEL) $(BASELINE_MODEL) ## latency and throughput next to a bare Rasa baseline (options: BENCH_ARGS="--help")
-	@$(PYTHON) -m bot bench --baseline-model $(BASELINE_MODEL) $(BENCH_ARGS)
+	@$(PYTHON) -m tools bench --baseline-model $(BASELINE_MODEL) $(BENCH_ARGS)
 
 $(BASELINE_MODEL): $(INSTALLED) $(BASELINE_FILES)
-	RASA_CACHE_DIRECTORY=.run/baseline-cache $(VENV)/bin/rasa train --config bench/baseline/config.yml \
-	  --domain bench/baseline/domain.yml --data bench/baseline/data --out models/baseline --fixed-model-name baseline
+	RASA_CACHE_DIRECTORY=.run/baseline-cache $(VENV)/bin/rasa train --config tools/baseline/config.yml \
+	  --domain tools/baseline/domain.yml --data tools/baseline/data --out models/baseline --fixed-model-name baseline
 	@touch $@
 
 clean: ## remove the virtualenv, trained models and local databases

@@ -7,11 +7,21 @@ from typing import Any, Dict, List, Text
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy.orm import Session
 
-from actions.common import latest_intent, now, polite_failure, settings, store
-from actions.jobs import ADDRESS_SLOTS
-from bot import address
-from bot.store import get_order
+from actions.common import latest_intent, polite_failure
+from actions.context import context
+from actions.jobs import ADDRESS_SLOTS, Reply
+from bot.domain.enums import AddressMode, HandoffReason
+from bot.services import address
+from bot.store.queries import get_order
+
+#: The response for each kind of problem with a field of the new address.
+PROBLEM_RESPONSES = {
+    address.UNKNOWN_COUNTRY: "utter_invalid_country",
+    address.INVALID: "utter_address_field_invalid",
+    address.REQUIRED: "utter_address_field_missing",
+}
 
 
 def _proposed(tracker: Tracker, name: str) -> Dict[str, str]:
@@ -32,7 +42,7 @@ class ValidateAddressForm(FormValidationAction):
             return {}
         text = value.strip()
         if len(text) < 3 or len(text) > 200 or not any(c.isalpha() for c in text):
-            dispatcher.utter_message(text="Please give the street and house number, e.g. Keizersgracht 112.")
+            dispatcher.utter_message(response="utter_invalid_street")
             return {"new_street": None}
         return {"new_street": text}
 
@@ -42,7 +52,7 @@ class ValidateAddressForm(FormValidationAction):
             return {}
         text = (value or "").strip()
         if len(text) < 2 or len(text) > 120 or any(c.isdigit() for c in text):
-            dispatcher.utter_message(text="That doesn't look like a town name. Which town or city?")
+            dispatcher.utter_message(response="utter_invalid_city")
             return {"new_city": None}
         return {"new_city": text}
 
@@ -52,7 +62,7 @@ class ValidateAddressForm(FormValidationAction):
             return {}
         text = (value or "").strip()
         if not 2 <= len(text) <= 12:
-            dispatcher.utter_message(text="That doesn't look like a postcode. What's the postcode?")
+            dispatcher.utter_message(response="utter_invalid_postcode")
             return {"new_postcode": None}
         return {"new_postcode": text}
 
@@ -63,12 +73,14 @@ class ValidateAddressForm(FormValidationAction):
         problems = address.validate_address(street=tracker.get_slot("new_street") or "",
                                             city=tracker.get_slot("new_city") or "",
                                             postcode=tracker.get_slot("new_postcode") or "", country=value or "")
+        country = address.country_code(value or "") or str(value)
         if "country" in problems:
-            dispatcher.utter_message(text=problems["country"])
+            dispatcher.utter_message(response=PROBLEM_RESPONSES[problems["country"]], field="country",
+                                     country=country)
             return {"new_country": None}
         if problems:
-            for problem in problems.values():
-                dispatcher.utter_message(text=problem)
+            for name, problem in problems.items():
+                dispatcher.utter_message(response=PROBLEM_RESPONSES[problem], field=name, country=country)
             fields = {"postcode": "new_postcode", "city": "new_city", "street": "new_street"}
             return {"new_country": value, **{fields[f]: None for f in problems if f in fields}}
         return {"new_country": value}
@@ -103,15 +115,16 @@ class ActionAskAddressConfirmed(Action):
     @polite_failure
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
-        with store() as session:
-            order = get_order(session=session, number=tracker.get_slot("verified_order") or "")
-            old = address.describe(address.current_address(order)) if order else "?"
-            name = order.ship_name if order else ""
+        number = tracker.get_slot("verified_order") or ""
+
+        def current(session: Session) -> tuple:
+            order = get_order(session=session, number=number)
+            return (address.describe(address.current_address(order)), order.ship_name) if order else ("?", "")
+
+        old, name = await context().store(current)
         new = _proposed(tracker, name)
-        dispatcher.utter_message(
-            text=f"Please check: change the delivery address from {old} to "
-                 f"{new['line1']}, {new['postcode']} {new['city']}, {new['country']}?",
-            buttons=[{"title": "Yes, change it", "payload": "/affirm"}, {"title": "No", "payload": "/deny"}])
+        dispatcher.utter_message(response="utter_confirm_address", old=old,
+                                 new=f"{new['line1']}, {new['postcode']} {new['city']}, {new['country']}")
         return []
 
 
@@ -128,23 +141,27 @@ class ActionSubmitAddress(Action):
         number = tracker.get_slot("verified_order")
         if not tracker.get_slot("address_confirmed") or not number:
             return reset
-        config, moment = settings(), now()
-        with store() as session:
+        ctx = context()
+
+        def submit(session: Session) -> Reply:
             order = get_order(session=session, number=number)
-            mode = address.change_mode(order, config, moment)
+            if order is None:
+                raise LookupError(f"verified order {number} disappeared")
+            mode = address.change_mode(order, ctx.settings, ctx.now())
             new = _proposed(tracker, order.ship_name)
-            if mode.kind == address.IMPOSSIBLE:
-                dispatcher.utter_message(text=mode.explanation)
-                dispatcher.utter_message(response="utter_offer_human")
-                return reset + [SlotSet("handoff_reason", "address_impossible")]
+            reply = Reply()
+            if mode.kind == AddressMode.IMPOSSIBLE:
+                reply.say(mode.response, address=address.describe(address.current_address(order)), **mode.wording)
+                reply.say("utter_offer_human")
+                reply.events.append(SlotSet("handoff_reason", HandoffReason.ADDRESS_IMPOSSIBLE.value))
+                return reply
             address.apply_change(session=session, order=order, mode=mode.kind, address=new,
-                                 conversation_id=tracker.sender_id, now=moment)
-        if mode.kind == address.DIRECT:
-            dispatcher.utter_message(text=f"Done: order {number} will go to {new['line1']}, {new['postcode']} "
-                                          f"{new['city']}. You'll get a confirmation email.")
-        else:
-            dispatcher.utter_message(text=f"I've asked the carrier to redirect order {number} to {new['line1']}, "
-                                          f"{new['postcode']} {new['city']}. Redirects usually take effect within "
-                                          "a business day; the tracking link will show the new address.")
-        dispatcher.utter_message(response="utter_anything_else")
-        return reset
+                                 conversation_id=tracker.sender_id, now=ctx.now())
+            where = f"{new['line1']}, {new['postcode']} {new['city']}"
+            reply.say("utter_address_changed" if mode.kind == AddressMode.DIRECT else "utter_redirect_requested",
+                      number=number, address=where)
+            return reply.say("utter_anything_else")
+
+        reply = await ctx.store(submit)
+        reply.send(dispatcher)
+        return reset + reply.events

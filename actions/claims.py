@@ -8,10 +8,14 @@ from typing import Any, Dict, List, Text
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy.orm import Session
 
-from actions.common import entity, latest_text, now, polite_failure, settings, store
-from bot import claims
-from bot.store import get_order
+from actions.common import entity, latest_text, polite_failure
+from actions.context import context
+from actions.jobs import Reply
+from bot.domain.enums import ClaimOutcome, ResolutionKind
+from bot.services import claims
+from bot.store.queries import get_order
 
 REFUND = re.compile(r"\b(refund|money|reimburse|pay(ment)? back|cash)", re.I)
 RESHIP = re.compile(r"\b(reship|replace|replacement|new one|another one|send (it )?again|resend|re-send)", re.I)
@@ -20,7 +24,7 @@ RESHIP = re.compile(r"\b(reship|replace|replacement|new one|another one|send (it
 def choice_in(text: str) -> str | None:
     refund, reship = bool(REFUND.search(text)), bool(RESHIP.search(text))
     if refund != reship:
-        return "refund" if refund else "reship"
+        return (ResolutionKind.REFUND if refund else ResolutionKind.RESHIP).value
     return None
 
 
@@ -39,7 +43,7 @@ class ValidateClaimForm(FormValidationAction):
                                    domain: Dict[Text, Any]) -> Dict[Text, Any]:
         if value is None:  # cleared when the form starts; the form asks
             return {}
-        if value in ("refund", "reship"):
+        if value in (ResolutionKind.REFUND, ResolutionKind.RESHIP):
             return {"resolution_choice": value}
         dispatcher.utter_message(response="utter_ask_resolution_choice")
         return {"resolution_choice": None}
@@ -59,15 +63,19 @@ class ActionSubmitClaim(Action):
         kind = tracker.get_slot("resolution_choice")
         if not (number and reason and kind):
             return reset
-        config, moment = settings(), now()
-        with store() as session:
+        ctx = context()
+
+        def settle(session: Session) -> Reply:
             order = get_order(session=session, number=number)
-            decision = claims.decide(session=session, order=order, reason=reason, settings=config, now=moment)
-            if decision.outcome != claims.ELIGIBLE or decision.parcel is None:
-                dispatcher.utter_message(text=decision.message)
-                return reset
+            if order is None:
+                raise LookupError(f"verified order {number} disappeared")
+            decision = claims.decide(session=session, order=order, reason=reason, settings=ctx.settings, now=ctx.now())
+            if decision.outcome != ClaimOutcome.ELIGIBLE or decision.parcel is None:
+                return Reply().say(decision.response, **decision.wording)
             resolution = claims.record_resolution(session=session, order=order, parcel=decision.parcel,
                                                   reason=reason, kind=kind, conversation_id=tracker.sender_id)
-            dispatcher.utter_message(text=claims.next_steps(resolution))
-        dispatcher.utter_message(response="utter_anything_else")
+            response, wording = claims.next_steps(resolution)
+            return Reply().say(response, **wording).say("utter_anything_else")
+
+        (await ctx.store(settle)).send(dispatcher)
         return reset

@@ -1,46 +1,32 @@
-"""What every action shares: the store session, the clock, and failing politely."""
+"""What every action shares: reading the latest message, the transcript, failing politely, the helpdesk copy."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import logging
-from contextlib import contextmanager
-from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Set
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set
 
 from rasa_sdk import Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
-from sqlalchemy.orm import Session
 
-from bot import db
-from bot.config import Settings, get_settings
-from bot.handoff import record_helpdesk_status, transcript as conversation_lines
-from bot.helpdesk import post_handoff
+from actions.context import context
+from bot.config import Settings
+from bot.domain.enums import HandoffReason, Job
+from bot.services.handoff import record_helpdesk_status
+from bot.services.handoff import transcript as conversation_lines
+from bot.services.helpdesk import post_handoff
 
 logger = logging.getLogger(__name__)
 
+#: The intent that asks for each job.
 JOBS = {
-    "order_status": "status",
-    "delivery_delay": "delay",
-    "change_address": "address",
-    "refund_or_reship": "claim",
+    "order_status": Job.STATUS,
+    "delivery_delay": Job.DELAY,
+    "change_address": Job.ADDRESS,
+    "refund_or_reship": Job.CLAIM,
 }
-
-
-def settings() -> Settings:
-    return get_settings()
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-@contextmanager
-def store() -> Iterator[Session]:
-    with db.session_scope() as session:
-        yield session
 
 
 def latest_text(tracker: Tracker) -> str:
@@ -61,7 +47,10 @@ def transcript(tracker: Tracker) -> List[Dict[str, Any]]:
     return conversation_lines(tracker.events, limit=200)
 
 
-def polite_failure(run: Callable[..., Awaitable[List[Dict[str, Any]]]]) -> Callable[..., Awaitable[List[Dict[str, Any]]]]:
+Run = Callable[..., Awaitable[List[Dict[str, Any]]]]
+
+
+def polite_failure(run: Run) -> Run:
     """A store or policy failure ends in an apology and an offer of a person, never silence."""
 
     @functools.wraps(run)
@@ -72,13 +61,13 @@ def polite_failure(run: Callable[..., Awaitable[List[Dict[str, Any]]]]) -> Calla
             logger.exception("action %s failed for %s", self.name(), tracker.sender_id)
             dispatcher.utter_message(response="utter_sorry_error")
             dispatcher.utter_message(response="utter_offer_human")
-            return [SlotSet("handoff_reason", "error")]
+            return [SlotSet("handoff_reason", HandoffReason.ERROR.value)]
 
     return wrapper
 
 
 #: Helpdesk posts under way; held so that they are not dropped before they finish.
-_HELPDESK_TASKS: Set["asyncio.Task[None]"] = set()
+_HELPDESK_TASKS: Set[asyncio.Task[None]] = set()
 
 
 def send_to_helpdesk(payload: Dict[str, Any], config: Settings) -> None:
@@ -92,13 +81,9 @@ def send_to_helpdesk(payload: Dict[str, Any], config: Settings) -> None:
             logger.error("helpdesk copy of handoff %s failed: %s", payload["handoff_id"], exc)
             status, detail = "failed", f"{exc.__class__.__name__}: {exc}"[:500]
 
-        def record() -> None:
-            with store() as session:
-                record_helpdesk_status(session=session, handoff_id=payload["handoff_id"], status=status,
-                                       detail=detail)
-
         try:
-            await asyncio.to_thread(record)
+            await context().store(lambda session: record_helpdesk_status(
+                session=session, handoff_id=payload["handoff_id"], status=status, detail=detail))
         except Exception:  # noqa: BLE001 - nothing else depends on this status
             logger.exception("could not record the helpdesk status of handoff %s", payload["handoff_id"])
 

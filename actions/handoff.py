@@ -10,6 +10,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import polite_failure
 from actions.jobs import hand_off
+from bot.domain.enums import HandoffReason
 
 
 def consecutive_fallbacks(tracker: Tracker) -> int:
@@ -43,11 +44,11 @@ def handoff_reason(tracker: Tracker, domain: Dict[Text, Any]) -> str:
     in a row, or simply that the shopper asked.
     """
     if consecutive_fallbacks(tracker) >= 2:
-        return "not_understood"
+        return HandoffReason.NOT_UNDERSTOOD
     offered = tracker.get_slot("handoff_reason")
     if offered and last_bot_text(tracker) == _offer_text(domain):
         return offered
-    return "asked"
+    return HandoffReason.ASKED
 
 
 def _offer_text(domain: Dict[Text, Any]) -> str:
@@ -63,9 +64,9 @@ class ActionFallback(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
         if consecutive_fallbacks(tracker) >= 2:
-            dispatcher.utter_message(text="Sorry, I'm still not getting it.")
+            dispatcher.utter_message(response="utter_still_not_understood")
             dispatcher.utter_message(response="utter_offer_human")
-            return [SlotSet("handoff_reason", "not_understood")]
+            return [SlotSet("handoff_reason", HandoffReason.NOT_UNDERSTOOD.value)]
         else:
             dispatcher.utter_message(response="utter_default")
             dispatcher.utter_message(response="utter_menu")

@@ -2,22 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Text
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Text
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ConversationPaused, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy.orm import Session
 
-from actions.common import now, polite_failure, send_to_helpdesk, settings, store, transcript
-from bot import address, claims
-from bot.answers import delay_answer, status_messages
-from bot.handoff import availability, helpdesk_payload, open_handoff
-from bot.store import get_order
+from actions.common import polite_failure, send_to_helpdesk, transcript
+from actions.context import context
+from bot.domain.enums import AddressMode, ClaimOutcome, ClaimReason, HandoffReason, Job
+from bot.services import address, claims
+from bot.services.answers import delay_answer, parcels, status_messages
+from bot.services.handoff import availability, helpdesk_payload, open_handoff
+from bot.store.queries import get_order
 
-CLAIM_BUTTONS = [
-    {"title": "Refund or replacement", "payload": "/refund_or_reship"},
-    {"title": "No, thanks", "payload": "/deny"},
-]
+#: The slots of the address form, cleared before it starts and after it ends.
+ADDRESS_SLOTS = ("new_street", "new_city", "new_postcode", "new_country", "address_confirmed")
+
+
+@dataclass
+class Reply:
+    """What an action says and does, decided inside a store transaction and sent after it.
+
+    `messages` are keyword arguments for `dispatcher.utter_message` (a
+    `response` with its variables, or a composed `text`).
+    """
+
+    messages: List[Dict[str, Any]] = field(default_factory=list)
+    events: List[EventType] = field(default_factory=list)
+    #: Set when the conversation must go to a person afterwards, with the reason.
+    hand_off: Optional[str] = None
+
+    def say(self, response: Optional[str] = None, **kwargs: Any) -> Reply:
+        self.messages.append({"response": response, **kwargs} if response else kwargs)
+        return self
+
+    def send(self, dispatcher: CollectingDispatcher) -> None:
+        for message in self.messages:
+            dispatcher.utter_message(**message)
 
 
 async def hand_off(dispatcher: CollectingDispatcher, tracker: Tracker, reason: str) -> List[EventType]:
@@ -28,15 +52,21 @@ async def hand_off(dispatcher: CollectingDispatcher, tracker: Tracker, reason: s
     hands it back.  The helpdesk copy, when configured, goes out after the
     handoff is stored and never holds up the answer.
     """
-    config, moment = settings(), now()
-    with store() as session:
+    ctx = context()
+    config, moment = ctx.settings, ctx.now()
+    lines = transcript(tracker)
+
+    def record(session: Session) -> Any:
         handoff, created = open_handoff(
             session=session, conversation_id=tracker.sender_id,
             channel=tracker.get_latest_input_channel() or "rest", reason=reason,
-            order_number=tracker.get_slot("verified_order"), transcript=transcript(tracker),
+            order_number=tracker.get_slot("verified_order"), transcript=lines,
             settings=config, now=moment, helpdesk=bool(config.helpdesk_url))
         when = availability(session=session, settings=config, now=moment)
         copy = helpdesk_payload(handoff) if created and config.helpdesk_url else None
+        return when, copy
+
+    when, copy = await ctx.store(record)
     dispatcher.utter_message(response=when.response, **when.wording)
     if copy is not None:
         send_to_helpdesk(copy, config)
@@ -62,66 +92,65 @@ class ActionContinueJob(Action):
 async def continue_job(dispatcher: CollectingDispatcher, tracker: Tracker) -> List[EventType]:
     """The job in `pending_job` for the order in `verified_order`."""
     if tracker.get_slot("locked_out"):
-        return [SlotSet("pending_job", None)] + await hand_off(dispatcher, tracker, "locked_out")
+        return [SlotSet("pending_job", None)] + await hand_off(dispatcher, tracker, HandoffReason.LOCKED_OUT)
     number = tracker.get_slot("verified_order")
     if not number:
         return []
-    job = tracker.get_slot("pending_job") or "status"
-    config, moment = settings(), now()
-    with store() as session:
-        order = get_order(session=session, number=number)
-        if order is None:
-            raise LookupError(f"verified order {number} disappeared")
-        if job == "delay":
-            answer = delay_answer(order, config, moment)
-            for message in answer.messages[:-1]:
-                dispatcher.utter_message(text=message)
-            if answer.claim_possible:
-                dispatcher.utter_message(text=answer.messages[-1] + " Would you like a refund or a replacement?",
-                                         buttons=CLAIM_BUTTONS)
-                return [SlotSet("claim_reason", "lost" if _lost(order, config, moment) else "late")]
-            dispatcher.utter_message(text=answer.messages[-1])
-            dispatcher.utter_message(response="utter_anything_else")
-            return []
-        if job == "address":
-            mode = address.change_mode(order, config, moment)
-            if mode.kind == address.IMPOSSIBLE:
-                dispatcher.utter_message(text=f"{mode.explanation} It's going to "
-                                         f"{address.describe(address.current_address(order))}.")
-                dispatcher.utter_message(response="utter_offer_human")
-                return [SlotSet("handoff_reason", "address_impossible")]
-            dispatcher.utter_message(text=f"{mode.explanation} It's currently going to "
-                                     f"{address.describe(address.current_address(order))}.")
-            return [SlotSet(s, None) for s in ADDRESS_SLOTS] + [SlotSet("next_form", "address_form")]
-        if job == "claim":
-            reason = tracker.get_slot("claim_reason") or claims.guess_reason(order, config, moment)
-            if reason is None:
-                dispatcher.utter_message(response="utter_ask_claim_reason")
-                return []
-            decision = claims.decide(session=session, order=order, reason=reason, settings=config, now=moment)
-            dispatcher.utter_message(text=decision.message)
-            if decision.outcome == claims.ELIGIBLE:
-                return [SlotSet("claim_reason", reason), SlotSet("resolution_choice", None),
-                    SlotSet("next_form", "claim_form")]
-            if decision.outcome != claims.HUMAN:
-                dispatcher.utter_message(response="utter_anything_else")
-                return [SlotSet("claim_reason", None)]
+    job = tracker.get_slot("pending_job") or Job.STATUS
+    claim_reason = tracker.get_slot("claim_reason")
+    reply = await context().store(lambda session: _job_reply(session, number, job, claim_reason))
+    reply.send(dispatcher)
+    if reply.hand_off:
+        return reply.events + await hand_off(dispatcher, tracker, reply.hand_off)
+    return reply.events
+
+
+def _job_reply(session: Session, number: str, job: str, claim_reason: Optional[str]) -> Reply:
+    ctx = context()
+    config, moment = ctx.settings, ctx.now()
+    order = get_order(session=session, number=number)
+    if order is None:
+        raise LookupError(f"verified order {number} disappeared")
+    reply = Reply()
+    if job == Job.DELAY:
+        answer = delay_answer(order, config, moment)
+        for message in answer.messages:
+            reply.say(text=message)
+        if answer.claim_possible:
+            lost = any(p.state.presumed_lost for p in parcels(order, config, moment))
+            reply.say("utter_offer_claim")
+            reply.events.append(SlotSet("claim_reason", (ClaimReason.LOST if lost else ClaimReason.LATE).value))
+            return reply
+        reply.say("utter_anything_else")
+        return reply
+    if job == Job.ADDRESS:
+        mode = address.change_mode(order, config, moment)
+        reply.say(mode.response, address=address.describe(address.current_address(order)), **mode.wording)
+        if mode.kind == AddressMode.IMPOSSIBLE:
+            reply.say("utter_offer_human")
+            reply.events.append(SlotSet("handoff_reason", HandoffReason.ADDRESS_IMPOSSIBLE.value))
+            return reply
+        reply.events += [SlotSet(s, None) for s in ADDRESS_SLOTS] + [SlotSet("next_form", "address_form")]
+        return reply
+    if job == Job.CLAIM:
+        reason = claim_reason or claims.guess_reason(order, config, moment)
+        if reason is None:
+            return reply.say("utter_ask_claim_reason")
+        decision = claims.decide(session=session, order=order, reason=reason, settings=config, now=moment)
+        reply.say(decision.response, **decision.wording)
+        if decision.outcome == ClaimOutcome.ELIGIBLE:
+            reply.events += [SlotSet("claim_reason", reason), SlotSet("resolution_choice", None),
+                             SlotSet("next_form", "claim_form")]
+        elif decision.outcome == ClaimOutcome.HUMAN:
+            reply.events.append(SlotSet("claim_reason", reason))
+            reply.hand_off = decision.human_reason or "policy"
         else:
-            for message in status_messages(order, config, moment):
-                dispatcher.utter_message(text=message)
-            dispatcher.utter_message(response="utter_anything_else")
-            return []
-    # Only a claim that needs a person gets here, after the store session closed.
-    return [SlotSet("claim_reason", reason)] + await hand_off(dispatcher, tracker, decision.human_reason or "policy")
-
-
-ADDRESS_SLOTS = ("new_street", "new_city", "new_postcode", "new_country", "address_confirmed")
-
-
-def _lost(order: Any, config: Any, moment: Any) -> bool:
-    from bot.answers import parcels
-
-    return any(p.state.presumed_lost for p in parcels(order, config, moment))
+            reply.say("utter_anything_else")
+            reply.events.append(SlotSet("claim_reason", None))
+        return reply
+    for message in status_messages(order, config, moment):
+        reply.say(text=message)
+    return reply.say("utter_anything_else")
 
 
 class ActionStatusDigression(Action):
@@ -136,9 +165,12 @@ class ActionStatusDigression(Action):
         number = tracker.get_slot("verified_order")
         if not number:
             return []
-        with store() as session:
+        ctx = context()
+
+        def answer(session: Session) -> List[str]:
             order = get_order(session=session, number=number)
-            if order is not None:
-                for message in status_messages(order, settings(), now()):
-                    dispatcher.utter_message(text=message)
+            return status_messages(order, ctx.settings, ctx.now()) if order is not None else []
+
+        for message in await ctx.store(answer):
+            dispatcher.utter_message(text=message)
         return []

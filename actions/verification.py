@@ -9,10 +9,18 @@ from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import JOBS, entity, latest_intent, latest_text, now, polite_failure, settings, store
-from bot.claims import CLAIM_REASONS
-from bot.parsing import TRACKING, find_details, find_email, find_order_number, find_postcode, find_tracking_number
-from bot.verification import LOCKED, VERIFIED, verify
+from actions.common import JOBS, entity, latest_intent, latest_text, polite_failure
+from actions.context import context
+from bot.domain.enums import ClaimReason, HandoffReason, Job, VerifyResult
+from bot.domain.parsing import (
+    TRACKING,
+    find_details,
+    find_email,
+    find_order_number,
+    find_postcode,
+    find_tracking_number,
+)
+from bot.services.verification import verify
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +39,13 @@ class ActionRouteJob(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
         events: List[EventType] = []
-        job = JOBS.get(latest_intent(tracker)) or tracker.get_slot("pending_job") or "status"
-        events.append(SlotSet("pending_job", job))
+        job = JOBS.get(latest_intent(tracker)) or tracker.get_slot("pending_job") or Job.STATUS
+        events.append(SlotSet("pending_job", str(job)))
         reason = entity(tracker, "claim_reason")
-        if reason in CLAIM_REASONS:
+        if reason in ClaimReason.values():
             events.append(SlotSet("claim_reason", reason))
         text = latest_text(tracker) if not latest_text(tracker).startswith("/") else ""
-        details = find_details(text, settings().order_number_prefix, loose=True)
+        details = find_details(text, context().settings.order_number_prefix, loose=True)
         reference = details.order_number or details.tracking_number
         verified = tracker.get_slot("verified_order")
         if verified and (reference is None or reference == verified):
@@ -76,7 +84,7 @@ class ValidateVerifyForm(FormValidationAction):
             dispatcher.utter_message(response="utter_sorry_error")
             dispatcher.utter_message(response="utter_offer_human")
             return [SlotSet("requested_slot", None), SlotSet("order_number", None), SlotSet("identity_proof", None),
-                    SlotSet("handoff_reason", "error")]
+                    SlotSet("handoff_reason", HandoffReason.ERROR.value)]
 
     def _text(self, tracker: Tracker) -> str:
         text = latest_text(tracker)
@@ -86,7 +94,7 @@ class ValidateVerifyForm(FormValidationAction):
                                    domain: Dict[Text, Any]) -> Dict[Text, Any]:
         text = self._text(tracker)
         asked = tracker.get_slot("requested_slot") == "order_number"
-        prefix = settings().order_number_prefix
+        prefix = context().settings.order_number_prefix
         found = find_order_number(text, prefix, bare_ok=asked) or find_tracking_number(text)
         if found:
             return {"order_number": found}
@@ -109,12 +117,12 @@ class ValidateVerifyForm(FormValidationAction):
             return {}
         # Asked for the order number, the shopper may give the postcode with it
         # ("it's 1043, postcode 1015 CW"), as they may in their first message.
-        details = find_details(text, settings().order_number_prefix, loose=True)
+        details = find_details(text, context().settings.order_number_prefix, loose=True)
         if (details.order_number or details.tracking_number) and details.postcode:
             return {"identity_proof": details.postcode}
         return {}
 
-    def validate_order_number(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+    async def validate_order_number(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                               domain: Dict[Text, Any]) -> Dict[Text, Any]:
         if slot_value is None:
             return {"order_number": None}
@@ -124,10 +132,10 @@ class ValidateVerifyForm(FormValidationAction):
         result: Dict[Text, Any] = {"order_number": slot_value}
         proof = tracker.get_slot("identity_proof")
         if proof and "identity_proof" not in tracker.slots_to_validate():  # the proof came first: check now
-            result.update(self._check(dispatcher, tracker, slot_value, proof))
+            result.update(await self._check(dispatcher, tracker, slot_value, proof))
         return result
 
-    def validate_identity_proof(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+    async def validate_identity_proof(self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                                 domain: Dict[Text, Any]) -> Dict[Text, Any]:
         if slot_value is None:
             return {"identity_proof": None}
@@ -137,22 +145,21 @@ class ValidateVerifyForm(FormValidationAction):
         reference = tracker.get_slot("order_number")
         if not reference:
             return {"identity_proof": slot_value}
-        return self._check(dispatcher, tracker, reference, slot_value)
+        return await self._check(dispatcher, tracker, reference, slot_value)
 
-    def _check(self, dispatcher: CollectingDispatcher, tracker: Tracker, reference: str,
+    async def _check(self, dispatcher: CollectingDispatcher, tracker: Tracker, reference: str,
                proof: str) -> Dict[Text, Any]:
-        config = settings()
+        ctx = context()
         is_tracking = bool(TRACKING.fullmatch(reference))
         email = proof if "@" in proof else None
-        with store() as session:
-            outcome = verify(session=session, conversation_id=tracker.sender_id,
-                             order_number=None if is_tracking else reference,
-                             tracking_number=reference if is_tracking else None,
-                             email=email, postcode=None if email else proof, policy=config.policy, now=now())
-        if outcome.result == VERIFIED:
+        outcome = await ctx.store(lambda session: verify(
+            session=session, conversation_id=tracker.sender_id, order_number=None if is_tracking else reference,
+            tracking_number=reference if is_tracking else None, email=email, postcode=None if email else proof,
+            policy=ctx.settings.policy, now=ctx.now()))
+        if outcome.result == VerifyResult.VERIFIED:
             dispatcher.utter_message(response="utter_verified")
             return {"order_number": reference, "identity_proof": proof, "verified_order": outcome.order_number}
-        if outcome.result == LOCKED:
+        if outcome.result == VerifyResult.LOCKED:
             dispatcher.utter_message(response="utter_locked_out")
             return {"locked_out": True, "order_number": None, "identity_proof": None, "requested_slot": None}
         dispatcher.utter_message(response="utter_proof_mismatch")

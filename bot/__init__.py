@@ -1,0 +1,1 @@
+"""The WISMO assistant: the shop's own Python package (see ARCHITECTURE.md)."""

@@ -1,26 +1,22 @@
 """`python -m bot ...`: the commands a shop's team runs.
 
-    setup                 migrate, add built-in carriers, seed demo data when the store is empty
-    migrate               bring the schema up to date
-    seed-demo             replace the demo orders with a fresh set for today
-    demo-orders [--json]  one order per demo scenario, to try each conversation
-    import orders FILE    orders and shipments from CSV or JSON
-    import events FILE    carrier tracking events from CSV or JSON
-    eval-nlu FILE [--model M]  measure intent recognition on a held-out TSV
-    tune-fallback M F     fallback-threshold table for model M on held-out NLU file F
-    bench [options]       latency and throughput next to a bare Rasa baseline (`make bench`)
-    check-settings        validate .env and the environment
-    run                   start the action server, the Rasa server and the agent console
-    shell                 chat in the terminal (starts the action server too)
-    console               start the agent console alone (CONSOLE_PORT)
-    create-agent USERNAME --name "Display Name" [--password-stdin]
-                          add an agent who can log in to the console
+setup                 migrate, add built-in carriers, seed demo data when the store is empty
+migrate               bring the schema up to date
+seed-demo             replace the demo orders with a fresh set for today
+demo-orders [--json]  one order per demo scenario, to try each conversation
+import orders FILE    orders and shipments from CSV or JSON
+import events FILE    carrier tracking events from CSV or JSON
+check-settings        validate .env and the environment
+run                   start the action server, the Rasa server and the agent console
+shell                 chat in the terminal (starts the action server too)
+console               start the agent console alone (CONSOLE_PORT)
+create-agent USERNAME --name "Display Name" [--password-stdin]
+add an agent who can log in to the console
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import getpass
 import json
 import sys
@@ -28,14 +24,11 @@ from pathlib import Path
 from typing import List, Optional
 
 from bot.config import Settings, SettingsError, get_settings
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+from bot.domain.clock import utcnow
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    from bot import db
+    from bot.store import db
 
     db.migrate()
     print(f"Store schema is up to date ({_safe_url(settings.database_url)}).")
@@ -43,12 +36,12 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
-    from bot import db
-    from bot.demo import demo_is_stale, seed_demo
-    from bot.store import count_orders, sync_carriers
+    from bot.store import db
+    from bot.store.demo import demo_is_stale, seed_demo
+    from bot.store.queries import count_orders, sync_carriers
 
     db.migrate()
-    now = _now()
+    now = utcnow()
     with db.session_scope() as session:
         added = sync_carriers(session=session)
         total = count_orders(session=session)
@@ -66,23 +59,23 @@ def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_seed_demo(settings: Settings, _args: argparse.Namespace) -> int:
-    from bot import db
-    from bot.demo import seed_demo
+    from bot.store import db
+    from bot.store.demo import seed_demo
 
     db.migrate()
     with db.session_scope() as session:
-        count = seed_demo(session=session, settings=settings, now=_now())
+        count = seed_demo(session=session, settings=settings, now=utcnow())
     print(f"Seeded {count} demo orders (imported orders are untouched).")
     return 0
 
 
 def cmd_demo_orders(settings: Settings, args: argparse.Namespace) -> int:
-    from bot import db
-    from bot.demo import showcase
+    from bot.store import db
+    from bot.store.demo import showcase
 
     with db.session_factory()() as session:
         try:
-            rows = showcase(session=session, settings=settings, now=_now())
+            rows = showcase(session=session, settings=settings, now=utcnow())
         except LookupError as exc:
             print(str(exc), file=sys.stderr)
             return 1
@@ -97,8 +90,8 @@ def cmd_demo_orders(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
-    from bot import db
-    from bot.importer import ImportFailed, import_events, import_orders
+    from bot.store import db
+    from bot.store.importer import ImportFailed, import_events, import_orders
 
     path = Path(args.file)
     if not path.is_file():
@@ -124,7 +117,7 @@ def cmd_check_settings(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _start(settings: Settings, what: str) -> int:
-    from bot import runner
+    from bot.serving import runner
 
     try:
         return getattr(runner, what)(settings)
@@ -143,7 +136,7 @@ def cmd_shell(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_console(settings: Settings, _args: argparse.Namespace) -> int:
     from bot.console.app import serve
-    from bot.runner import StartupError
+    from bot.serving.runner import StartupError
 
     try:
         return serve(settings)
@@ -154,7 +147,7 @@ def cmd_console(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _new_password(username: str, from_stdin: bool) -> Optional[str]:
     """The new agent's password, typed twice at a hidden prompt or piped in; None after a message why not."""
-    from bot.agents import AgentError, check_new_password
+    from bot.console.accounts import AgentError, check_new_password
 
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -178,8 +171,8 @@ def _new_password(username: str, from_stdin: bool) -> Optional[str]:
 def cmd_create_agent(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-    from bot import db
-    from bot.agents import AgentError, create_agent, normalise_username
+    from bot.console.accounts import AgentError, create_agent, normalise_username
+    from bot.store import db
 
     username = normalise_username(args.username)
     password = _new_password(username, args.password_stdin)
@@ -188,7 +181,7 @@ def cmd_create_agent(settings: Settings, args: argparse.Namespace) -> int:
     try:
         with db.session_scope() as session:
             agent = create_agent(session=session, username=username, display_name=args.name or username,
-                                 password=password, now=_now())
+                                 password=password, now=utcnow())
             shown = f"{agent.username} ({agent.display_name})"
     except AgentError as exc:
         print(f"{exc} Nothing was created.", file=sys.stderr)
@@ -203,46 +196,6 @@ def cmd_create_agent(settings: Settings, args: argparse.Namespace) -> int:
     host = "localhost" if settings.rasa_host in ("127.0.0.1", "0.0.0.0") else settings.rasa_host
     print(f"Agent {shown} created. They log in at http://{host}:{settings.console_port}/login")
     return 0
-
-
-def cmd_eval_nlu(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.config import PROJECT_ROOT
-    from bot.nlu_eval import evaluate, render
-    from bot.runner import StartupError, latest_model
-
-    dataset = Path(args.dataset)
-    if not dataset.is_file():
-        print(f"{dataset}: no such file (set EVAL_SET to the TSV to measure on)", file=sys.stderr)
-        return 2
-    try:
-        model = Path(args.model) if args.model else latest_model(PROJECT_ROOT / "models")
-    except StartupError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    if not model.is_file():
-        print(f"{model}: no such model file", file=sys.stderr)
-        return 2
-    result = evaluate(model, dataset, PROJECT_ROOT / "results" / "nlu_eval.json")
-    print(f"NLU evaluation of {model.name} on {dataset}\n" + render(result))
-    print("\nDetails: results/nlu_eval.json, misclassified messages: results/nlu_eval_errors.json")
-    return 0
-
-
-def cmd_tune_fallback(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.nlu_eval import fallback_table
-
-    rows = fallback_table(Path(args.model), Path(args.held_out), [0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
-    print("threshold  core macro-F1  accuracy  fallback rate")
-    for row in rows:
-        print(f"{row['threshold']:>9.1f}  {row['core_macro_f1']:>13.3f}  {row['accuracy']:>8.3f}  "
-              f"{row['fallback_rate']:>13.3f}")
-    return 0
-
-
-def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.bench import main
-
-    return main(settings, args)
 
 
 def _safe_url(url: str) -> str:
@@ -268,14 +221,6 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("kind", choices=("orders", "events"))
     imp.add_argument("file")
     imp.set_defaults(func=cmd_import)
-    evaluation = sub.add_parser("eval-nlu", help="measure intent recognition on a held-out TSV")
-    evaluation.add_argument("dataset")
-    evaluation.add_argument("--model", help="the model to measure (default: the newest in models/)")
-    evaluation.set_defaults(func=cmd_eval_nlu)
-    tune = sub.add_parser("tune-fallback", help="fallback threshold table on a held-out split of data/nlu")
-    tune.add_argument("model")
-    tune.add_argument("held_out")
-    tune.set_defaults(func=cmd_tune_fallback)
     sub.add_parser("check-settings", help="validate settings").set_defaults(func=cmd_check_settings)
     sub.add_parser("run", help="start the assistant").set_defaults(func=cmd_run)
     sub.add_parser("shell", help="chat with the assistant in the terminal").set_defaults(func=cmd_shell)
@@ -286,11 +231,6 @@ def parser() -> argparse.ArgumentParser:
     agent.add_argument("--password-stdin", action="store_true",
                        help="read the password from the first line of standard input instead of a prompt")
     agent.set_defaults(func=cmd_create_agent)
-    bench = sub.add_parser("bench", help="latency and throughput next to a bare Rasa baseline")
-    from bot.bench import add_arguments
-
-    add_arguments(bench)
-    bench.set_defaults(func=cmd_bench)
     return root
 
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import functools
 import os
 import re
-from decimal import Decimal
 from pathlib import Path
-from typing import Dict, FrozenSet, List, Optional
+from typing import Any, Dict, List, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, Field, ValidationError, root_validator, validator
 
-from bot.carriers import CANONICAL_STATUSES
+from bot.domain.agent_hours import parse_hours
+from bot.domain.policy import Policy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,64 +42,6 @@ class SettingsError(Exception):
     """A setting is missing or has a value the assistant cannot use."""
 
 
-def _status_set(value: object) -> FrozenSet[str]:
-    if isinstance(value, (set, frozenset, list, tuple)):
-        items = [str(v).strip() for v in value]
-    else:
-        items = [part.strip() for part in str(value).split(",")]
-    statuses = frozenset(item for item in items if item)
-    unknown = sorted(statuses - set(CANONICAL_STATUSES))
-    if unknown:
-        raise ValueError(
-            f"unknown status {', '.join(unknown)}; "
-            f"use any of {', '.join(CANONICAL_STATUSES)}"
-        )
-    return statuses
-
-
-class Policy(BaseModel):
-    """The shop's rules for delays, claims and address changes."""
-
-    grace_days: int = Field(1, ge=0, le=30)
-    stalled_business_days: int = Field(3, ge=1, le=60)
-    lost_business_days: int = Field(10, ge=2, le=120)
-    delivered_wait_days: int = Field(2, ge=0, le=60)
-    late_claim_days: int = Field(7, ge=1, le=120)
-    goodwill_after_days_late: int = Field(3, ge=0, le=120)
-    goodwill_code: str = "SORRY10"
-    human_value_threshold: Decimal = Field(Decimal("250"), ge=0)
-    repeat_claim_window_days: int = Field(90, ge=0, le=3650)
-    address_change_direct_statuses: FrozenSet[str] = frozenset({"pending"})
-    address_redirect_statuses: FrozenSet[str] = frozenset(
-        {"info_received", "in_transit", "failed_attempt"}
-    )
-    verify_max_failures_per_conversation: int = Field(3, ge=1, le=20)
-    verify_max_failures_per_order_hour: int = Field(5, ge=1, le=100)
-
-    class Config:
-        frozen = True
-
-    _statuses = validator(
-        "address_change_direct_statuses", "address_redirect_statuses", pre=True, allow_reuse=True
-    )(_status_set)
-
-    @validator("lost_business_days")
-    def _lost_after_stalled(cls, value: int, values: Dict[str, object]) -> int:
-        stalled = values.get("stalled_business_days")
-        if isinstance(stalled, int) and value <= stalled:
-            raise ValueError(
-                f"must be greater than POLICY_STALLED_BUSINESS_DAYS ({stalled}): "
-                "a parcel is stalled before it is presumed lost"
-            )
-        return value
-
-    @validator("goodwill_code")
-    def _goodwill_code(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{0,40}", value):
-            raise ValueError("letters, digits, '-' and '_' only, at most 40 characters")
-        return value
-
-
 class Settings(BaseModel):
     """Runtime settings; see `.env.example` for what each one does."""
 
@@ -110,8 +52,8 @@ class Settings(BaseModel):
     shop_currency: str = "EUR"
     order_number_prefix: str = "WS-"
     rasa_host: str = "127.0.0.1"
-    rasa_port: int = Field(5005, ge=1, le=65535)
-    action_port: int = Field(5055, ge=1, le=65535)
+    rasa_port: int = Field(default=5005, ge=1, le=65535)
+    action_port: int = Field(default=5055, ge=1, le=65535)
     rasa_auth_token: str = "dev-token-change-me"
     rasa_cors_origins: str = "*"
     rasa_endpoints: str = "endpoints.yml"
@@ -128,12 +70,12 @@ class Settings(BaseModel):
     messenger_page_access_token: str = ""
     messenger_api_base_url: str = GRAPH_API_BASE_URL
     # People: the agent console and the hand-off.
-    console_port: int = Field(5006, ge=1, le=65535)
+    console_port: int = Field(default=5006, ge=1, le=65535)
     rasa_url: str = ""
     agent_hours: str = "mon-fri 09:00-17:00"
-    agent_online_minutes: int = Field(2, ge=1, le=120)
-    agent_minutes_per_conversation: int = Field(5, ge=1, le=240)
-    agent_session_hours: int = Field(8, ge=1, le=24 * 30)
+    agent_online_minutes: int = Field(default=2, ge=1, le=120)
+    agent_minutes_per_conversation: int = Field(default=5, ge=1, le=240)
+    agent_session_hours: int = Field(default=8, ge=1, le=24 * 30)
     helpdesk_url: str = ""
     helpdesk_secret: str = ""
     policy: Policy = Policy()
@@ -201,8 +143,6 @@ class Settings(BaseModel):
 
     @validator("agent_hours")
     def _agent_hours(cls, value: str) -> str:
-        from bot.agent_hours import parse_hours
-
         parse_hours(value)  # raises ValueError with the reason
         return value
 
@@ -293,8 +233,9 @@ def load_settings(
         source.update(dotenv_values(dotenv_path))
     source.update(os.environ if environ is None else environ)
 
-    top = {field: source[env] for field, env in _TOP_LEVEL.items() if source.get(env) is not None}
-    rules = {field: source[env] for field, env in _POLICY.items() if source.get(env) is not None}
+    # Raw strings: pydantic converts and validates them, naming what it refuses.
+    top: Dict[str, Any] = {field: source[env] for field, env in _TOP_LEVEL.items() if source.get(env) is not None}
+    rules: Dict[str, Any] = {field: source[env] for field, env in _POLICY.items() if source.get(env) is not None}
     problems = []
     policy = None
     try:

@@ -307,8 +307,8 @@ class MessengerOutput(OutputChannel):
         return CHANNEL
 
     @classmethod
-    def from_settings(cls, settings: "Settings", *, client: Optional[httpx.AsyncClient] = None,
-                      **options: Any) -> "MessengerOutput":
+    def from_settings(cls, settings: Settings, *, client: Optional[httpx.AsyncClient] = None,
+                      **options: Any) -> MessengerOutput:
         """An output for the configured Page, from the settings alone.
 
         Raises:
@@ -319,7 +319,7 @@ class MessengerOutput(OutputChannel):
                    api_base_url=settings.messenger_api_base_url,
                    app_secret=settings.messenger_app_secret or None, client=client, **options)
 
-    async def __aenter__(self) -> "MessengerOutput":
+    async def __aenter__(self) -> MessengerOutput:
         return self
 
     async def __aexit__(self, *_exc: Any) -> None:
@@ -473,7 +473,7 @@ class MessengerInput(MetaWebhookInput[Inbound]):
     CHANNEL_NAME = CHANNEL
 
     def __init__(self, *, verify_token: str, app_secret: str, page_access_token: str, api_base_url: str,
-                 engine: Optional["Engine"] = None, typing_indicator: bool = True) -> None:
+                 engine: Optional[Engine] = None, typing_indicator: bool = True) -> None:
         super().__init__(verify_token=verify_token, app_secret=app_secret, engine=engine)
         self.page_access_token = page_access_token
         self.api_base_url = api_base_url
@@ -495,7 +495,7 @@ class MessengerInput(MetaWebhookInput[Inbound]):
         return cls.from_settings(get_settings())
 
     @classmethod
-    def from_settings(cls, settings: "Settings", **options: Any) -> "MessengerInput":
+    def from_settings(cls, settings: Settings, **options: Any) -> MessengerInput:
         """The channel for the configured Page; fails at start-up when a secret is missing."""
         require_settings(settings, _INPUT_SETTINGS, channel="Messenger")
         return cls(verify_token=settings.messenger_verify_token, app_secret=settings.messenger_app_secret,

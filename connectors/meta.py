@@ -61,8 +61,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from bot.db import session_scope
-from bot.inbox import first_delivery
+from bot.store.db import session_scope
+from bot.store.inbox import first_delivery
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -104,7 +104,7 @@ class MalformedWebhook(ValueError):
     """A signed webhook body that is not the shape Meta sends for the channel."""
 
 
-def require_settings(settings: "Settings", fields: Iterable[str], *, channel: str) -> None:
+def require_settings(settings: Settings, fields: Iterable[str], *, channel: str) -> None:
     """Fail fast when settings a channel needs are empty.
 
     A server that started without them would accept Meta's webhooks and then
@@ -425,12 +425,12 @@ class MetaWebhookInput(InputChannel, Generic[D]):
     #: Rasa serves the channel under /webhooks/<CHANNEL_NAME>/; its log lines start with it.
     CHANNEL_NAME: ClassVar[str] = ""
 
-    def __init__(self, *, verify_token: str, app_secret: str, engine: Optional["Engine"] = None) -> None:
+    def __init__(self, *, verify_token: str, app_secret: str, engine: Optional[Engine] = None) -> None:
         self.verify_token = verify_token
         self.app_secret = app_secret
         self.engine = engine
         # asyncio keeps only weak references to tasks: hold the running turns here.
-        self._tasks: Set["asyncio.Task[None]"] = set()
+        self._tasks: Set[asyncio.Task[None]] = set()
 
     @classmethod
     def name(cls) -> Text:

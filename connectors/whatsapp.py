@@ -175,8 +175,8 @@ def parse_webhook(payload: Any) -> List[Inbound]:
                 continue
             where = f"entry[{e}].changes[{c}].value"
             value = _mapping(change.get("value"), where)
-            metadata = value.get("metadata") if isinstance(value.get("metadata"), Mapping) else {}
-            names = {}
+            metadata: Mapping[str, Any] = value["metadata"] if isinstance(value.get("metadata"), Mapping) else {}
+            names: Dict[str, Any] = {}
             for contact in _list_of(value, "contacts", where):
                 if isinstance(contact, Mapping) and isinstance(contact.get("profile"), Mapping):
                     names[str(contact.get("wa_id"))] = contact["profile"].get("name")
@@ -251,12 +251,13 @@ def reply_messages(to: str, text: str, buttons: Sequence[Mapping[str, Any]]) -> 
     if not choices:
         return [text_message(to, chunk) for chunk in split_text(body, TEXT_LIMIT)]
     messages: List[Dict[str, Any]] = []
+    action: Dict[str, Any]
     if utf16_len(body) > BODY_LIMIT:
         messages += [text_message(to, chunk) for chunk in split_text(body, TEXT_LIMIT)]
         body = CHOOSE_PROMPT
     body = body or CHOOSE_PROMPT
     if len(choices) <= MAX_BUTTONS:
-        replies: "OrderedDict[str, str]" = OrderedDict()
+        replies: OrderedDict[str, str] = OrderedDict()
         for title, payload in choices:
             replies.setdefault(_reply_id(payload, title, BUTTON_ID_LIMIT), shorten(title, BUTTON_TITLE_LIMIT))
         action = {"buttons": [{"type": "reply", "reply": {"id": id_, "title": title}}
@@ -265,7 +266,7 @@ def reply_messages(to: str, text: str, buttons: Sequence[Mapping[str, Any]]) -> 
         return messages
     if len(choices) > MAX_ROWS:
         logger.warning("whatsapp: %d choices, a list shows %d; the rest are left out", len(choices), MAX_ROWS)
-    rows: "OrderedDict[str, Dict[str, str]]" = OrderedDict()
+    rows: OrderedDict[str, Dict[str, str]] = OrderedDict()
     for title, payload in choices[:MAX_ROWS]:
         row = {"id": _reply_id(payload, title, ROW_ID_LIMIT), "title": shorten(title, ROW_TITLE_LIMIT)}
         if row["title"] != title:
@@ -313,7 +314,7 @@ class WhatsAppOutput(OutputChannel):
         return CHANNEL
 
     @classmethod
-    def from_settings(cls, settings: Optional[Settings] = None) -> "WhatsAppOutput":
+    def from_settings(cls, settings: Optional[Settings] = None) -> WhatsAppOutput:
         """The sender configured by the WHATSAPP_* settings, needing nothing from a webhook.
 
         Raises:
@@ -401,7 +402,7 @@ class WhatsAppInput(MetaWebhookInput[Inbound]):
     CHANNEL_NAME = CHANNEL
 
     def __init__(self, verify_token: str, app_secret: str, output: WhatsAppOutput, *,
-                 engine: Optional["Engine"] = None) -> None:
+                 engine: Optional[Engine] = None) -> None:
         """A channel for one business number.
 
         Args:

@@ -12,17 +12,21 @@ import datetime as dt
 import os
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Dict, Iterator, List
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
-from bot import db
+from bot.store import db
 from bot.config import Settings, load_settings
-from bot.demo import seed_demo
-from bot.models import Base
+from bot.store.demo import seed_demo
+from bot.store.models import Base
+
+from .helpers.servers import CHANNEL_ENV, MODEL, ROOT, Server, free_port
+
+__all__ = ["CHANNEL_ENV", "MODEL", "NOW", "ROOT", "free_port", "load_settings_env", "pg_admin_url"]
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 # A Wednesday afternoon in the shop's time zone: every demo timeline is relative to it.
@@ -126,27 +130,40 @@ def demo_session(demo_engine: Engine) -> Iterator[Session]:
         session.rollback()
 
 
+@pytest.fixture(scope="module")
+def shop(databases: _Databases, settings: Settings) -> Iterator[Dict[str, Any]]:
+    """A demo shop seeded for the real today, which the actions use (their context is set to it)."""
+    from actions.context import ActionContext, use_context
+    from bot.store.demo import showcase
+
+    engine = db.make_engine(databases.new_url())
+    db.migrate(engine)
+    with db.session_scope(engine) as session:
+        seed_demo(session=session, settings=settings, now=dt.datetime.now(dt.timezone.utc))
+    with db.session_factory(engine)() as session:
+        orders = {r["scenario"]: r for r in showcase(session=session, settings=settings,
+                                                      now=dt.datetime.now(dt.timezone.utc))}
+    with use_context(ActionContext(settings=settings, sessions=db.session_factory(engine))):
+        yield {"engine": engine, "orders": orders, "settings": settings}
+    engine.dispose()
+
+
 # --- the running assistant ------------------------------------------------------------
-
-ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "models" / "wismo.tar.gz"
-
-#: Channel secrets the suite's assistant runs with (test values, not real ones).
-CHANNEL_ENV = {
-    "WHATSAPP_VERIFY_TOKEN": "wa-verify-token",
-    "WHATSAPP_APP_SECRET": "wa-app-secret",
-    "WHATSAPP_ACCESS_TOKEN": "wa-access-token",
-    "WHATSAPP_PHONE_NUMBER_ID": "1098765432",
-    "MESSENGER_VERIFY_TOKEN": "fb-verify-token",
-    "MESSENGER_APP_SECRET": "fb-app-secret",
-    "MESSENGER_PAGE_ACCESS_TOKEN": "fb-page-token",
-}
-
 
 #: Debian's Chromium, driven by Playwright (`make test` installs it when missing).
 CHROMIUM = os.environ.get("CHROMIUM") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
+
+#: Fixtures that start servers, subprocesses or a browser: a test that uses one is marked `slow`.
+#: (`echo` is test_widget's server process, `cluster` test_scaled_out's replicas.)
+SLOW_FIXTURES = frozenset({"assistant", "browser", "fake_graph", "echo", "cluster"})
+
+
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
@@ -158,14 +175,6 @@ async def browser():
         chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         await chromium.close()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -186,11 +195,8 @@ def assistant(tmp_path_factory, fake_graph):
     with their own conversation ids, so they do not disturb each other.
     """
     import json
-    import signal
     import subprocess
     import sys
-    import threading
-    import time
 
     assert MODEL.is_file(), "no trained model: `make test` trains it first (or run `make train`)"
     tmp = tmp_path_factory.mktemp("assistant")
@@ -204,16 +210,8 @@ def assistant(tmp_path_factory, fake_graph):
     subprocess.run([sys.executable, "-m", "bot", "setup"], cwd=ROOT, env=env, check=True, capture_output=True)
     listed = subprocess.run([sys.executable, "-m", "bot", "demo-orders", "--json"], cwd=ROOT, env=env, check=True,
                             capture_output=True, text=True)
-    process = subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output: list = []
-    threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, "")), daemon=True).start()
-    deadline = time.monotonic() + 240
-    while not any("is ready" in line for line in output):
-        assert process.poll() is None and time.monotonic() < deadline, "".join(output)[-3000:]
-        time.sleep(0.5)
-    yield {"url": f"http://127.0.0.1:{env['RASA_PORT']}", "orders": {r["scenario"]: r for r in json.loads(listed.stdout)},
-           "token": "conv-token", "env": env, "output": output, "database_url": env["DATABASE_URL"],
-           "console_url": f"http://127.0.0.1:{env['CONSOLE_PORT']}"}
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
+    with Server(env=env).start() as server:
+        yield {"url": f"http://127.0.0.1:{env['RASA_PORT']}",
+               "orders": {r["scenario"]: r for r in json.loads(listed.stdout)},
+               "token": "conv-token", "env": env, "output": server.output, "database_url": env["DATABASE_URL"],
+               "console_url": f"http://127.0.0.1:{env['CONSOLE_PORT']}"}

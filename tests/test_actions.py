@@ -22,38 +22,14 @@ from actions.claims import ActionSubmitClaim, ValidateClaimForm
 from actions.handoff import ActionAffirm, ActionFallback, ActionHandoff
 from actions.jobs import ActionContinueJob
 from actions.verification import ActionRouteJob, ValidateVerifyForm
-from bot import config as bot_config
-from bot import db
-from bot.demo import showcase
-from bot.models import AddressChangeRequest, AuditLog, Handoff, Resolution, VerificationAttempt
-from bot.store import get_order
+from actions.context import ActionContext, use_context
+from bot.store import db
+from bot.store.models import AddressChangeRequest, AuditLog, Handoff, Resolution, VerificationAttempt
+from bot.store.queries import get_order
+from tests.helpers.rasa import rendered
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = yaml.safe_load((ROOT / "domain.yml").read_text())
-
-
-@pytest.fixture(scope="module")
-def shop(databases, settings, request):
-    """A demo shop seeded for the real today, used by the actions through DATABASE_URL."""
-    url = databases.new_url()
-    engine = db.make_engine(url)
-    db.migrate(engine)
-    from bot.demo import seed_demo
-
-    with db.session_scope(engine) as session:
-        seed_demo(session=session, settings=settings, now=dt.datetime.now(dt.timezone.utc))
-    with db.session_factory(engine)() as session:
-        orders = {r["scenario"]: r for r in showcase(session=session, settings=settings,
-                                                      now=dt.datetime.now(dt.timezone.utc))}
-    patch = pytest.MonkeyPatch()
-    patch.setenv("DATABASE_URL", url)
-    bot_config.get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    yield {"engine": engine, "orders": orders}
-    patch.undo()
-    bot_config.get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    engine.dispose()
 
 
 _counter = iter(range(10**6))
@@ -83,7 +59,8 @@ async def run(action, track: Tracker):
 
 
 def texts(messages: List[Dict[str, Any]]) -> str:
-    return "\n".join(m.get("text") or m.get("response") or "" for m in messages)
+    """What the shopper reads: composed texts as they are, responses rendered from domain.yml with their variables."""
+    return "\n".join(rendered(message, DOMAIN) for message in messages)
 
 
 def slots_set(events) -> Dict[str, Any]:
@@ -312,7 +289,9 @@ async def test_a_parcel_waiting_at_the_pickup_point_is_not_given_a_past_estimate
 async def test_presumed_lost_delay_offers_refund_or_reship(shop):
     """Past the lost threshold the delay answer offers the claim with buttons."""
     events, messages = await answer(shop["orders"]["high_value_lost"], "delay")
-    assert any(m.get("buttons") for m in messages)
+    offer = messages[-1]
+    assert offer["response"] == "utter_offer_claim" and DOMAIN["responses"]["utter_offer_claim"][0]["buttons"]
+    assert "refund or a replacement" in texts([offer])
     assert slots_set(events)["claim_reason"] == "lost"
 
 
@@ -462,15 +441,9 @@ async def test_the_claim_form_reads_the_choice_from_words_or_buttons(shop):
 
 async def test_a_store_failure_ends_in_an_apology_and_an_offer_of_a_person(shop, monkeypatch):
     """With the store unreachable the shopper still gets a polite answer, never silence."""
-    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
-    bot_config.get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    try:
+    unreachable = db.session_factory(db.make_engine("postgresql://nobody@127.0.0.1:1/none"))
+    with use_context(ActionContext(settings=shop["settings"], sessions=unreachable)):
         _, messages = await answer(shop["orders"]["delivered"], "status")
-    finally:
-        monkeypatch.undo()
-        bot_config.get_settings.cache_clear()
-        db.get_engine.cache_clear()
     assert [m["response"] for m in messages] == ["utter_sorry_error", "utter_offer_human"]
 
 

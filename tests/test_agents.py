@@ -14,18 +14,22 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from bot import agents, db
-from bot.agents import AgentError, AlreadyTaken, HandoffNotFound, NotYours, SignedIn
-from bot.handoff import open_handoff
-from bot.models import Agent, AgentSession, AuditLog, Customer, Handoff, Order, Shipment, TrackingEvent
-from bot.store import carriers_by_code, sync_carriers
+from bot.console import accounts
+from bot.console import queue
+from bot.console import views
+from bot.store import db
+from bot.console.accounts import AgentError, SignedIn
+from bot.console.queue import AlreadyTaken, HandoffNotFound, NotYours
+from bot.services.handoff import online_agents, open_handoff
+from bot.store.models import Agent, AgentSession, AuditLog, Customer, Handoff, Order, Shipment, TrackingEvent
+from bot.store.queries import carriers_by_code, sync_carriers
 
 T0 = dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.timezone.utc)
 PASSWORD = "correct horse battery"
 
 
 def add_agent(session, username="alex", name="Alex Jansen", password=PASSWORD) -> SignedIn:
-    agent = agents.create_agent(session=session, username=username, display_name=name, password=password, now=T0)
+    agent = accounts.create_agent(session=session, username=username, display_name=name, password=password, now=T0)
     session.commit()
     return SignedIn(agent.id, agent.username, agent.display_name)
 
@@ -49,7 +53,7 @@ def audit_actions(session, handoff_id: int) -> List[str]:
 
 def test_an_agent_is_stored_with_an_argon2id_hash_never_the_password(session):
     """The store holds an argon2id hash; the password itself appears nowhere."""
-    agents.create_agent(session=session, username="  Alex.Jansen ", display_name=" Alex   Jansen ",
+    accounts.create_agent(session=session, username="  Alex.Jansen ", display_name=" Alex   Jansen ",
                         password=PASSWORD, now=T0)
     session.commit()
     agent = session.scalars(select(Agent)).one()
@@ -70,7 +74,7 @@ def test_an_agent_is_stored_with_an_argon2id_hash_never_the_password(session):
 def test_accounts_that_would_be_unsafe_or_unusable_are_refused(session, username, name, password, message):
     """Short passwords, malformed usernames and empty names are refused with the reason."""
     with pytest.raises(AgentError, match=message):
-        agents.create_agent(session=session, username=username, display_name=name, password=password)
+        accounts.create_agent(session=session, username=username, display_name=name, password=password)
     assert session.scalars(select(Agent)).all() == []
 
 
@@ -78,32 +82,32 @@ def test_usernames_are_unique_whatever_their_case(session):
     """A second "ALEX" is refused while "alex" exists."""
     add_agent(session)
     with pytest.raises(AgentError, match="already exists"):
-        agents.create_agent(session=session, username="ALEX", display_name="Other", password=PASSWORD)
+        accounts.create_agent(session=session, username="ALEX", display_name="Other", password=PASSWORD)
 
 
 def test_only_the_right_password_of_an_active_agent_logs_in(session):
     """Right password: the agent.  Wrong password, unknown name, inactive account: None, all alike."""
     add_agent(session)
-    assert agents.authenticate(session=session, username="ALEX ", password=PASSWORD).username == "alex"
-    assert agents.authenticate(session=session, username="alex", password=PASSWORD + "!") is None
-    assert agents.authenticate(session=session, username="alex", password="") is None
-    assert agents.authenticate(session=session, username="nobody", password=PASSWORD) is None
-    assert agents.authenticate(session=session, username="", password=PASSWORD) is None
+    assert accounts.authenticate(session=session, username="ALEX ", password=PASSWORD).username == "alex"
+    assert accounts.authenticate(session=session, username="alex", password=PASSWORD + "!") is None
+    assert accounts.authenticate(session=session, username="alex", password="") is None
+    assert accounts.authenticate(session=session, username="nobody", password=PASSWORD) is None
+    assert accounts.authenticate(session=session, username="", password=PASSWORD) is None
     session.scalars(select(Agent)).one().active = False
     session.commit()
-    assert agents.authenticate(session=session, username="alex", password=PASSWORD) is None
+    assert accounts.authenticate(session=session, username="alex", password=PASSWORD) is None
 
 
 def test_an_unknown_username_costs_as_much_as_a_wrong_password(session):
     """Both run one argon2 verification, so timing does not reveal which usernames exist."""
     add_agent(session)
-    agents.warm_up()
+    accounts.warm_up()
 
     def median_s(username: str) -> float:
         runs = []
         for _ in range(7):
             start = time.perf_counter()
-            assert agents.authenticate(session=session, username=username, password="wrong password!") is None
+            assert accounts.authenticate(session=session, username=username, password="wrong password!") is None
             runs.append(time.perf_counter() - start)
         return statistics.median(runs)
 
@@ -119,7 +123,7 @@ def test_a_hash_made_with_weaker_parameters_is_upgraded_at_login(session):
     session.add(agent)
     session.commit()
     old_hash = agent.password_hash
-    assert agents.authenticate(session=session, username="old", password=PASSWORD) is not None
+    assert accounts.authenticate(session=session, username="old", password=PASSWORD) is not None
     session.commit()
     assert agent.password_hash != old_hash and not PasswordHasher().check_needs_rehash(agent.password_hash)
 
@@ -130,11 +134,11 @@ def test_a_hash_made_with_weaker_parameters_is_upgraded_at_login(session):
 def test_a_login_token_is_random_and_only_its_hash_is_stored(session):
     """Two logins give two 256-bit tokens; the table holds their SHA-256, not the tokens."""
     add_agent(session)
-    agent = agents.authenticate(session=session, username="alex", password=PASSWORD)
-    first = agents.start_session(session=session, agent=agent, now=T0, hours=8)
-    second = agents.start_session(session=session, agent=agent, now=T0, hours=8)
+    agent = accounts.authenticate(session=session, username="alex", password=PASSWORD)
+    first = accounts.start_session(session=session, agent=agent, now=T0, hours=8)
+    second = accounts.start_session(session=session, agent=agent, now=T0, hours=8)
     session.commit()
-    assert first != second and len(first) == 43 and agents.TOKEN.fullmatch(first)
+    assert first != second and len(first) == 43 and accounts.TOKEN.fullmatch(first)
     stored = session.scalars(select(AgentSession.token_hash)).all()
     assert sorted(stored) == sorted(hashlib.sha256(t.encode()).hexdigest() for t in (first, second))
     assert first not in stored and second not in stored
@@ -144,41 +148,41 @@ def test_a_login_works_until_it_expires_or_is_ended(session):
     """Valid for AGENT_SESSION_HOURS; not a second longer; logging out ends it at once."""
     signed = add_agent(session)
     agent = session.get(Agent, signed.agent_id)
-    token = agents.start_session(session=session, agent=agent, now=T0, hours=8)
-    other = agents.start_session(session=session, agent=agent, now=T0, hours=8)
+    token = accounts.start_session(session=session, agent=agent, now=T0, hours=8)
+    other = accounts.start_session(session=session, agent=agent, now=T0, hours=8)
     session.commit()
-    assert agents.agent_for_token(session=session, token=token, now=T0 + dt.timedelta(hours=7, minutes=59)) == signed
-    assert agents.agent_for_token(session=session, token=token, now=T0 + dt.timedelta(hours=8)) is None
-    assert agents.end_session(session=session, token=token) is True
+    assert accounts.agent_for_token(session=session, token=token, now=T0 + dt.timedelta(hours=7, minutes=59)) == signed
+    assert accounts.agent_for_token(session=session, token=token, now=T0 + dt.timedelta(hours=8)) is None
+    assert accounts.end_session(session=session, token=token) is True
     session.commit()
-    assert agents.agent_for_token(session=session, token=token, now=T0) is None
-    assert agents.end_session(session=session, token=token) is False
-    assert agents.agent_for_token(session=session, token=other, now=T0) == signed  # other logins live on
+    assert accounts.agent_for_token(session=session, token=token, now=T0) is None
+    assert accounts.end_session(session=session, token=token) is False
+    assert accounts.agent_for_token(session=session, token=other, now=T0) == signed  # other logins live on
 
 
 @pytest.mark.parametrize("token", [None, "", "x" * 43 + "=", "short", "a" * 500, "../../etc/passwd" + "a" * 27])
 def test_malformed_tokens_are_no_login(session, token):
     """Anything not shaped like a token is refused before the store is asked."""
     add_agent(session)
-    assert agents.agent_for_token(session=session, token=token, now=T0) is None
+    assert accounts.agent_for_token(session=session, token=token, now=T0) is None
 
 
 def test_an_inactive_agents_logins_stop_working(session):
     """Switching an account off ends its live logins too."""
     signed = add_agent(session)
     agent = session.get(Agent, signed.agent_id)
-    token = agents.start_session(session=session, agent=agent, now=T0, hours=8)
+    token = accounts.start_session(session=session, agent=agent, now=T0, hours=8)
     agent.active = False
     session.commit()
-    assert agents.agent_for_token(session=session, token=token, now=T0) is None
+    assert accounts.agent_for_token(session=session, token=token, now=T0) is None
 
 
 def test_expired_logins_are_cleared_when_someone_logs_in(session):
     """Old rows do not pile up: each login removes the expired ones."""
     agent = session.get(Agent, add_agent(session).agent_id)
-    agents.start_session(session=session, agent=agent, now=T0, hours=1)
+    accounts.start_session(session=session, agent=agent, now=T0, hours=1)
     session.commit()
-    agents.start_session(session=session, agent=agent, now=T0 + dt.timedelta(hours=2), hours=1)
+    accounts.start_session(session=session, agent=agent, now=T0 + dt.timedelta(hours=2), hours=1)
     session.commit()
     assert len(session.scalars(select(AgentSession)).all()) == 1
 
@@ -187,19 +191,19 @@ def test_using_the_console_marks_the_agent_online(session):
     """Every authenticated request refreshes last_seen_at (at most every 15 s); online means seen lately."""
     alex = session.get(Agent, add_agent(session).agent_id)
     sam = session.get(Agent, add_agent(session, "sam", "Sam Vos").agent_id)
-    token = agents.start_session(session=session, agent=alex, now=T0, hours=8)
-    agents.start_session(session=session, agent=sam, now=T0, hours=8)
+    token = accounts.start_session(session=session, agent=alex, now=T0, hours=8)
+    accounts.start_session(session=session, agent=sam, now=T0, hours=8)
     session.commit()
     later = T0 + dt.timedelta(minutes=5)
-    assert [a.username for a in agents.online_agents(session=session, now=later, minutes=2)] == []
-    agents.agent_for_token(session=session, token=token, now=later)
+    assert [a.username for a in online_agents(session=session, now=later, minutes=2)] == []
+    accounts.agent_for_token(session=session, token=token, now=later)
     session.commit()
     assert alex.last_seen_at == later
-    agents.agent_for_token(session=session, token=token, now=later + dt.timedelta(seconds=5))
+    accounts.agent_for_token(session=session, token=token, now=later + dt.timedelta(seconds=5))
     assert alex.last_seen_at == later  # not rewritten on every poll
-    assert [a.username for a in agents.online_agents(session=session, now=later + dt.timedelta(minutes=1),
+    assert [a.username for a in online_agents(session=session, now=later + dt.timedelta(minutes=1),
                                                      minutes=2)] == ["alex"]
-    assert agents.online_agents(session=session, now=later + dt.timedelta(minutes=3), minutes=2) == []
+    assert online_agents(session=session, now=later + dt.timedelta(minutes=3), minutes=2) == []
 
 
 # --- the queue --------------------------------------------------------------------------------
@@ -212,24 +216,24 @@ def test_the_queue_lists_waiting_conversations_oldest_first_then_those_in_hand(s
     oldest = add_handoff(session, "c-old", T0, reason="asked", channel="whatsapp")
     held = add_handoff(session, "c-held", T0 - dt.timedelta(minutes=30), reason="high_value")
     closed = add_handoff(session, "c-closed", T0 - dt.timedelta(hours=1))
-    agents.claim(session=session, handoff_id=held, agent=alex, now=T0 - dt.timedelta(minutes=20))
-    agents.claim(session=session, handoff_id=closed, agent=alex, now=T0)
-    agents.resolve(session=session, handoff_id=closed, agent=alex, now=T0)
+    queue.claim(session=session, handoff_id=held, agent=alex, now=T0 - dt.timedelta(minutes=20))
+    queue.claim(session=session, handoff_id=closed, agent=alex, now=T0)
+    queue.resolve(session=session, handoff_id=closed, agent=alex, now=T0)
     session.commit()
     now = T0 + dt.timedelta(minutes=10)
-    queue = agents.list_queue(session=session, now=now)
-    assert [(h["id"], h["state"]) for h in queue] == [(oldest, "queued"), (newest, "queued"), (held, "claimed")]
-    assert [h["waiting_seconds"] for h in queue] == [600, 60, 600]  # a claimed one stopped waiting at the claim
-    assert queue[0]["channel"] == "whatsapp" and queue[0]["reason_text"] == "The shopper asked for a person"
-    assert queue[1]["reason_text"].startswith("The assistant did not understand")
-    assert queue[2]["agent_name"] == "Alex Jansen" and queue[0]["agent_name"] is None
+    listed = views.list_queue(session=session, now=now)
+    assert [(h["id"], h["state"]) for h in listed] == [(oldest, "queued"), (newest, "queued"), (held, "claimed")]
+    assert [h["waiting_seconds"] for h in listed] == [600, 60, 600]  # a claimed one stopped waiting at the claim
+    assert listed[0]["channel"] == "whatsapp" and listed[0]["reason_text"] == "The shopper asked for a person"
+    assert listed[1]["reason_text"].startswith("The assistant did not understand")
+    assert listed[2]["agent_name"] == "Alex Jansen" and listed[0]["agent_name"] is None
 
 
 def test_a_claim_is_recorded_with_the_agent_time_and_an_audit_row(session):
     """Claiming sets state, agent and time, and says so in the audit log."""
     alex = add_agent(session)
     handoff_id = add_handoff(session)
-    claimed = agents.claim(session=session, handoff_id=handoff_id, agent=alex, now=T0 + dt.timedelta(minutes=3))
+    claimed = queue.claim(session=session, handoff_id=handoff_id, agent=alex, now=T0 + dt.timedelta(minutes=3))
     session.commit()
     assert (claimed.state, claimed.agent_id, claimed.claimed_at) == ("claimed", alex.agent_id,
                                                                      T0 + dt.timedelta(minutes=3))
@@ -240,18 +244,18 @@ def test_a_conversation_cannot_be_claimed_twice(session):
     """The second agent is told who has it; claiming again or claiming a closed one is refused too."""
     alex, sam = add_agent(session), add_agent(session, "sam", "Sam Vos")
     handoff_id = add_handoff(session)
-    agents.claim(session=session, handoff_id=handoff_id, agent=alex, now=T0)
+    queue.claim(session=session, handoff_id=handoff_id, agent=alex, now=T0)
     session.commit()
     with pytest.raises(AlreadyTaken, match="Alex Jansen claimed this conversation first"):
-        agents.claim(session=session, handoff_id=handoff_id, agent=sam, now=T0)
+        queue.claim(session=session, handoff_id=handoff_id, agent=sam, now=T0)
     with pytest.raises(AlreadyTaken, match="already claimed"):
-        agents.claim(session=session, handoff_id=handoff_id, agent=alex, now=T0)
-    agents.hand_back(session=session, handoff_id=handoff_id, agent=alex, now=T0)
+        queue.claim(session=session, handoff_id=handoff_id, agent=alex, now=T0)
+    queue.hand_back(session=session, handoff_id=handoff_id, agent=alex, now=T0)
     session.commit()
     with pytest.raises(AlreadyTaken, match="already returned"):
-        agents.claim(session=session, handoff_id=handoff_id, agent=sam, now=T0)
+        queue.claim(session=session, handoff_id=handoff_id, agent=sam, now=T0)
     with pytest.raises(HandoffNotFound):
-        agents.claim(session=session, handoff_id=handoff_id + 1000, agent=sam, now=T0)
+        queue.claim(session=session, handoff_id=handoff_id + 1000, agent=sam, now=T0)
     assert session.get(Handoff, handoff_id).agent_id == alex.agent_id
     assert audit_actions(session, handoff_id) == ["agent:alex handoff.claimed", "agent:alex handoff.returned"]
 
@@ -269,7 +273,7 @@ def test_agents_claiming_at_the_same_moment_get_one_winner(engine):
             start.wait()
             try:
                 with db.session_scope(engine) as session:
-                    agents.claim(session=session, handoff_id=handoff_id, agent=agent, now=T0)
+                    queue.claim(session=session, handoff_id=handoff_id, agent=agent, now=T0)
                 outcomes.append(("won", agent.agent_id))
             except AlreadyTaken:
                 outcomes.append(("lost", agent.agent_id))
@@ -291,19 +295,19 @@ def test_only_the_agent_holding_a_conversation_may_close_it(session):
     alex, sam = add_agent(session), add_agent(session, "sam", "Sam Vos")
     handoff_id = add_handoff(session)
     with pytest.raises(NotYours, match="Claim this conversation first"):
-        agents.require_holder(session=session, handoff_id=handoff_id, agent=alex)
-    agents.claim(session=session, handoff_id=handoff_id, agent=alex, now=T0)
+        queue.require_holder(session=session, handoff_id=handoff_id, agent=alex)
+    queue.claim(session=session, handoff_id=handoff_id, agent=alex, now=T0)
     session.commit()
-    for close in (agents.resolve, agents.hand_back):
+    for close in (queue.resolve, queue.hand_back):
         with pytest.raises(NotYours, match="Alex Jansen is handling"):
             close(session=session, handoff_id=handoff_id, agent=sam, now=T0)
-    assert agents.require_holder(session=session, handoff_id=handoff_id, agent=alex).state == "claimed"
-    done = agents.resolve(session=session, handoff_id=handoff_id, agent=alex, now=T0 + dt.timedelta(minutes=7),
+    assert queue.require_holder(session=session, handoff_id=handoff_id, agent=alex).state == "claimed"
+    done = queue.resolve(session=session, handoff_id=handoff_id, agent=alex, now=T0 + dt.timedelta(minutes=7),
                           closing_line=True)
     session.commit()
     assert (done.state, done.closed_at) == ("resolved", T0 + dt.timedelta(minutes=7))
     with pytest.raises(AlreadyTaken, match="already resolved"):
-        agents.hand_back(session=session, handoff_id=handoff_id, agent=alex, now=T0)
+        queue.hand_back(session=session, handoff_id=handoff_id, agent=alex, now=T0)
     assert audit_actions(session, handoff_id) == ["agent:alex handoff.claimed", "agent:alex handoff.resolved"]
     resolved = session.scalars(select(AuditLog).where(AuditLog.action == "handoff.resolved")).one()
     assert resolved.details["closing_line"] is True
@@ -315,14 +319,14 @@ def test_handing_back_closes_the_handoff_and_a_new_one_can_open_later(session, s
     first, _ = open_handoff(session=session, conversation_id="again", channel="widget", reason="asked",
                             order_number=None, transcript=[], settings=settings, now=T0)
     session.commit()
-    agents.claim(session=session, handoff_id=first.id, agent=alex, now=T0)
-    agents.hand_back(session=session, handoff_id=first.id, agent=alex, now=T0)
+    queue.claim(session=session, handoff_id=first.id, agent=alex, now=T0)
+    queue.hand_back(session=session, handoff_id=first.id, agent=alex, now=T0)
     session.commit()
     second, created = open_handoff(session=session, conversation_id="again", channel="widget", reason="asked",
                                    order_number=None, transcript=[], settings=settings, now=T0)
     session.commit()
     assert created and second.id != first.id
-    assert [h["id"] for h in agents.list_queue(session=session, now=T0)] == [second.id]
+    assert [h["id"] for h in views.list_queue(session=session, now=T0)] == [second.id]
 
 
 def test_the_detail_has_the_order_its_shipments_and_their_scans_newest_first(session, settings):
@@ -344,7 +348,7 @@ def test_the_detail_has_the_order_its_shipments_and_their_scans_newest_first(ses
                               order_number="WS-7001", transcript=[{"from": "shopper", "text": "hello", "at": 1}],
                               settings=settings, now=T0)
     session.commit()
-    detail = agents.handoff_detail(session=session, handoff_id=handoff.id, settings=settings, now=T0)
+    detail = views.handoff_detail(session=session, handoff_id=handoff.id, settings=settings, now=T0)
     assert detail["order_number"] == "WS-7001" and detail["transcript_at_handoff"][0]["text"] == "hello"
     shown = detail["order"]
     assert (shown["customer"], shown["email"], shown["value"], shown["currency"]) == (
@@ -356,4 +360,4 @@ def test_the_detail_has_the_order_its_shipments_and_their_scans_newest_first(ses
     assert parcel["is_late"] and parcel["days_late"] >= 1
     assert [e["text"] for e in parcel["events"]] == ["Arrived at hub", "Picked up"]
     with pytest.raises(HandoffNotFound):
-        agents.handoff_detail(session=session, handoff_id=2**40, settings=settings, now=T0)
+        views.handoff_detail(session=session, handoff_id=2**40, settings=settings, now=T0)

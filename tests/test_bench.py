@@ -21,12 +21,11 @@ import httpx
 import pytest
 import yaml
 
-from bot import bench
-from bot.cli import main as cli_main
+from tools import bench
+from tools.__main__ import main as cli_main
 
-from .conftest import free_port
+from .helpers.servers import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 RASA = str(Path(sys.executable).parent / "rasa")
 
 
@@ -118,9 +117,10 @@ def test_it_refuses_options_that_measure_nothing(option, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.slow  # runs `rasa data validate`
 def test_the_baseline_is_valid_rasa_data_with_every_expected_reply():
-    """bench/baseline passes `rasa data validate --fail-on-warnings`, and says each phrase the bench expects."""
-    base = ROOT / "bench" / "baseline"
+    """tools/baseline passes `rasa data validate --fail-on-warnings`, and says each phrase the bench expects."""
+    base = ROOT / "tools" / "baseline"
     result = subprocess.run([RASA, "data", "validate", "--config", str(base / "config.yml"),
                              "--domain", str(base / "domain.yml"), "--data", str(base / "data"),
                              "--fail-on-warnings"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -139,5 +139,5 @@ def test_the_baseline_has_the_assistants_pipeline_and_policies():
                  for c in config["pipeline"] if c["name"] not in entity_only], config["policies"])
 
     ours = yaml.safe_load((ROOT / "config.yml").read_text())
-    baseline = yaml.safe_load((ROOT / "bench" / "baseline" / "config.yml").read_text())
+    baseline = yaml.safe_load((ROOT / "tools" / "baseline" / "config.yml").read_text())
     assert comparable(baseline) == comparable(ours)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot import db
-from bot.channels import CONNECTORS, effective_credentials, enabled_channels, write_credentials
+from bot.store import db
+from bot.serving.channels import CONNECTORS, effective_credentials, enabled_channels, write_credentials
 from bot.config import SettingsError, load_settings
-from bot.inbox import KEEP_FOR, first_delivery, forget_old_deliveries
+from bot.store.inbox import KEEP_FOR, first_delivery, forget_old_deliveries
 
 from .conftest import CHANNEL_ENV
 

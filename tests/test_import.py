@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from bot import db
-from bot.importer import ImportFailed, import_events, import_orders
-from bot.models import AuditLog, Customer, Order, OrderItem, Shipment, TrackingEvent
-from bot.store import get_order
+from bot.store import db
+from bot.store.importer import ImportFailed, import_events, import_orders
+from bot.store.models import AuditLog, Customer, Order, OrderItem, Shipment, TrackingEvent
+from bot.store.queries import get_order
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from sanic import Sanic
 
-from bot import db
+from bot.store import db
 from bot.config import load_settings
 from connectors.messenger import (
     QUICK_REPLY_LIMIT,
@@ -35,7 +35,10 @@ from connectors.messenger import (
 )
 from connectors.meta import ChannelNotConfigured, MalformedWebhook
 
-from .conftest import CHANNEL_ENV, free_port
+from .helpers.servers import CHANNEL_ENV, free_port
+from .helpers.shopper import user_events
+from .helpers.signing import signature
+from .helpers.waits import wait_for, wait_until
 
 WEBHOOK = "/webhooks/messenger/webhook"
 SECRET = CHANNEL_ENV["MESSENGER_APP_SECRET"]
@@ -57,10 +60,6 @@ def new_mid() -> str:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def sha256_header(body: bytes, secret: str = SECRET) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def text_event(psid: str, text: str, *, mid: Optional[str] = None,
@@ -89,7 +88,7 @@ def post_webhook(server: Dict[str, Any], payload: Any = None, *, raw: Optional[b
     """POST a body to the webhook, signed like Meta signs it unless `headers` are given."""
     body = raw if raw is not None else json.dumps(payload).encode()
     sent = {"Content-Type": "application/json"}
-    sent.update(headers if headers is not None else {"X-Hub-Signature-256": sha256_header(body)})
+    sent.update(headers if headers is not None else {"X-Hub-Signature-256": signature(body, SECRET)})
     return httpx.post(server["url"] + WEBHOOK, content=body, headers=sent, timeout=30)
 
 
@@ -104,6 +103,12 @@ def messages_to(graph: Any, psid: str) -> List[Dict[str, Any]]:
     return [r["body"]["message"] for r in graph.received(to_psid(psid)) if "message" in r["body"]]
 
 
+def sent_to(graph: Any, psid: str) -> List[str]:
+    """Everything Graph accepted for `psid`, in order: a sender action by its name, a message by its text."""
+    return [r["body"].get("sender_action") or r["body"].get("message", {}).get("text", "")
+            for r in graph.received(to_psid(psid))]
+
+
 def wait_for_message(graph: Any, psid: str, containing: str, timeout: float = 60) -> List[Dict[str, Any]]:
     """Every message to `psid` once one containing `containing` has arrived."""
     graph.wait_for(lambda r: to_psid(psid)(r) and containing in r["body"].get("message", {}).get("text", ""),
@@ -115,9 +120,12 @@ def wait_for_message(graph: Any, psid: str, containing: str, timeout: float = 60
 
 def user_texts(server: Dict[str, Any], psid: str) -> List[str]:
     """What the shopper said, as the conversation's tracker recorded it."""
-    tracker = httpx.get(f"{server['url']}/conversations/{psid}/tracker",
-                        params={"token": server["token"]}, timeout=30).json()
-    return [event.get("text") for event in tracker.get("events", []) if event.get("event") == "user"]
+    return [event.get("text") for event in user_events(server["url"], psid, server["token"])]
+
+
+def log_lines(server: Dict[str, Any], *parts: str) -> int:
+    """How many lines the assistant has printed so far that contain every one of `parts`."""
+    return sum(all(part in line for part in parts) for line in list(server["output"]))
 
 
 def header(request: Dict[str, Any], name: str) -> Optional[str]:
@@ -127,8 +135,8 @@ def header(request: Dict[str, Any], name: str) -> Optional[str]:
 class Shopper:
     """A Messenger user writing to the Page."""
 
-    def __init__(self, server: Dict[str, Any], graph: Any) -> None:
-        self.server, self.graph, self.psid = server, graph, new_psid()
+    def __init__(self, server: Dict[str, Any], graph: Any, psid: Optional[str] = None) -> None:
+        self.server, self.graph, self.psid = server, graph, psid or new_psid()
 
     def say(self, text: str, expect: str) -> List[str]:
         """Send `text`; return the texts of the messages it drew, once one contains `expect`."""
@@ -311,13 +319,6 @@ async def test_an_unreachable_graph_is_retried_then_logged(caplog):
 # --- the blueprint in a server of its own ---------------------------------------------
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return condition()
-
-
 async def test_meta_gets_its_200_while_a_slow_turn_is_still_running(tmp_path, fake_graph):
     """The webhook answers at once; the turn runs afterwards and its reply follows."""
     engine = db.make_engine(f"sqlite:///{tmp_path / 'inbox.db'}")
@@ -344,12 +345,12 @@ async def test_meta_gets_its_200_while_a_slow_turn_is_still_running(tmp_path, fa
         body = json.dumps(page_webhook([text_event(psid, "where is my order?")])).encode()
         async with httpx.AsyncClient() as client:
             answer = await client.post(f"http://127.0.0.1:{port}{WEBHOOK}", content=body,
-                                       headers={"X-Hub-Signature-256": sha256_header(body)}, timeout=10)
+                                       headers={"X-Hub-Signature-256": signature(body, SECRET)}, timeout=10)
         assert answer.status_code == 200
-        assert await wait_until(lambda: started == ["where is my order?"])
+        await wait_for(lambda: started == ["where is my order?"], what="the turn to start", timeout=10)
         assert messages_to(fake_graph, psid) == []          # the turn has not finished ...
         release.set()
-        assert await wait_until(lambda: bool(messages_to(fake_graph, psid)))
+        await wait_for(lambda: messages_to(fake_graph, psid), what="the answer", timeout=10)
         assert messages_to(fake_graph, psid) == [{"text": "Here is your answer."}]   # ... and then it has
         typing = [r["body"] for r in fake_graph.received(to_psid(psid)) if "sender_action" in r["body"]]
         assert typing == [{"recipient": {"id": psid}, "sender_action": "typing_on"}]
@@ -364,6 +365,20 @@ async def test_meta_gets_its_200_while_a_slow_turn_is_still_running(tmp_path, fa
 
 
 # --- the running assistant ------------------------------------------------------------
+
+
+def answer_the_question(shopper: Shopper) -> str:
+    """The marker after a message that must be handled once: the shopper answers "What's your order number?".
+
+    Their turns are handled in order, so a second answer to the question would
+    have arrived before the next question; the question must be the one message
+    before it.  Returns the order number given.
+    """
+    number = shopper.server["orders"]["delivered"]["order_number"]
+    shopper.say(number, expect="postcode")
+    said = [m.get("text", "") for m in messages_to(shopper.graph, shopper.psid)]
+    assert len(said) == 2 and "order number" in said[0] and "postcode" in said[1], said
+    return number
 
 
 def test_the_subscription_handshake_echoes_the_challenge_only_for_our_token(server):
@@ -383,9 +398,9 @@ def forged_headers(kind: str, body: bytes) -> Dict[str, str]:
     if kind == "sha1-only":
         return {"X-Hub-Signature": "sha1=" + hmac.new(SECRET.encode(), body, hashlib.sha1).hexdigest()}
     if kind == "other-body":
-        return {"X-Hub-Signature-256": sha256_header(body + b"\n")}
+        return {"X-Hub-Signature-256": signature(body + b"\n", SECRET)}
     if kind == "other-secret":
-        return {"X-Hub-Signature-256": sha256_header(body, secret="not-our-secret")}
+        return {"X-Hub-Signature-256": signature(body, "not-our-secret")}
     return {}
 
 
@@ -397,13 +412,17 @@ def forged_headers(kind: str, body: bytes) -> Dict[str, str]:
 ])
 def test_unsigned_or_badly_signed_webhooks_are_refused(server, fake_graph, kind):
     """Only a valid X-Hub-Signature-256 gets in: the others get 403, a log line and no answer."""
-    psid = new_psid()
-    body = json.dumps(page_webhook([text_event(psid, "where is my order?")])).encode()
+    shopper = Shopper(server, fake_graph)
+    body = json.dumps(page_webhook([text_event(shopper.psid, "where is my order?")])).encode()
     headers = forged_headers(kind, body)
+    refusals = log_lines(server, "messenger: refused a webhook")
     assert post_webhook(server, raw=body, headers=headers).status_code == 403
-    time.sleep(1.0)
-    assert fake_graph.received(to_psid(psid)) == [] and user_texts(server, psid) == []
-    assert any("messenger: refused a webhook" in line for line in server["output"])
+    # A genuine message from the same shopper afterwards: its answer is all the shopper gets.
+    shopper.say("hi", expect="order assistant")
+    sent = sent_to(fake_graph, shopper.psid)
+    assert len(sent) == 2 and sent[0] == "typing_on" and "order assistant" in sent[1], sent
+    assert user_texts(server, shopper.psid) == ["hi"]
+    wait_until(lambda: log_lines(server, "messenger: refused a webhook") > refusals, what="the refusal's log line")
 
 
 @pytest.mark.parametrize("raw, reason", [
@@ -414,12 +433,11 @@ def test_unsigned_or_badly_signed_webhooks_are_refused(server, fake_graph, kind)
 ])
 def test_signed_bodies_that_are_not_page_webhooks_get_400(server, raw, reason):
     """A malformed body, even signed, is a 400 with a log line, never a 500."""
+    logged = log_lines(server, "messenger: refused a signed webhook", reason)
     answer = post_webhook(server, raw=raw)
     assert answer.status_code == 400
-    deadline = time.monotonic() + 5
-    while not any(reason in line for line in server["output"]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert any("messenger: refused a signed webhook" in line and reason in line for line in server["output"])
+    wait_until(lambda: log_lines(server, "messenger: refused a signed webhook", reason) > logged,
+               what=f"the log line saying {reason!r}", timeout=10)
 
 
 def test_a_shopper_gets_their_orders_status_on_messenger(server, fake_graph):
@@ -469,27 +487,25 @@ def test_buttons_arrive_as_quick_replies_and_their_payload_is_understood(server,
 
 def test_a_tapped_postback_button_starts_the_turn_its_payload_names(server, fake_graph):
     """A postback (button template, menu) is read by its payload; a re-delivery is not a new turn."""
-    psid, tapped_at = new_psid(), now_ms()
-    webhook = page_webhook([postback_event(psid, "/order_status", timestamp=tapped_at)])
+    shopper, tapped_at = Shopper(server, fake_graph), now_ms()
+    webhook = page_webhook([postback_event(shopper.psid, "/order_status", timestamp=tapped_at)])
     assert post_webhook(server, webhook).status_code == 200
     assert post_webhook(server, webhook).status_code == 200
-    wait_for_message(fake_graph, psid, "order number")
-    time.sleep(1.5)
-    assert user_texts(server, psid) == ["/order_status"]
-    assert len([m for m in messages_to(fake_graph, psid) if "order number" in m.get("text", "")]) == 1
+    wait_for_message(fake_graph, shopper.psid, "order number")
+    number = answer_the_question(shopper)
+    assert user_texts(server, shopper.psid) == ["/order_status", number]
 
 
 def test_a_redelivered_message_is_answered_once(server, fake_graph):
     """The same mid twice at once, and again after the answer, makes one turn and one reply."""
-    psid = new_psid()
-    webhook = page_webhook([text_event(psid, "where is my order?")])
+    shopper = Shopper(server, fake_graph)
+    webhook = page_webhook([text_event(shopper.psid, "where is my order?")])
     assert post_webhook(server, webhook).status_code == 200
     assert post_webhook(server, webhook).status_code == 200
-    wait_for_message(fake_graph, psid, "order number")
+    wait_for_message(fake_graph, shopper.psid, "order number")
     assert post_webhook(server, webhook).status_code == 200
-    time.sleep(1.5)
-    assert user_texts(server, psid) == ["where is my order?"]
-    assert len(messages_to(fake_graph, psid)) == 1
+    number = answer_the_question(shopper)
+    assert user_texts(server, shopper.psid) == ["where is my order?", number]
 
 
 def test_receipts_and_echoes_get_no_answer(server, fake_graph):
@@ -502,11 +518,17 @@ def test_receipts_and_echoes_get_no_answer(server, fake_graph):
          "read": {"watermark": now_ms()}},
         {"sender": {"id": PAGE_ID}, "recipient": {"id": psid}, "timestamp": now_ms(),
          "message": {"mid": new_mid(), "is_echo": True, "app_id": 1517776481860111, "text": "where is my order?"}},
+        # The marker: a genuine message after them in the same webhook.  The shopper's events are
+        # handled in order, so a turn for a receipt would have answered before the greeting; an echo's
+        # turn (the Page's) would have started before it too, and its typing indicator gone out at once.
+        text_event(psid, "hi"),
     ])
     assert post_webhook(server, webhook).status_code == 200
-    time.sleep(2.0)
-    assert fake_graph.received(to_psid(psid)) == [] and fake_graph.received(to_psid(PAGE_ID)) == []
-    assert user_texts(server, psid) == [] and user_texts(server, PAGE_ID) == []
+    wait_for_message(fake_graph, psid, "order assistant")
+    sent = sent_to(fake_graph, psid)
+    assert len(sent) == 2 and sent[0] == "typing_on" and "order assistant" in sent[1], sent
+    assert user_texts(server, psid) == ["hi"]
+    assert fake_graph.received(to_psid(PAGE_ID)) == [] and user_texts(server, PAGE_ID) == []
 
 
 def test_the_webhook_is_acknowledged_before_the_reply_is_sent(server, fake_graph):

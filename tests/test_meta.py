@@ -23,32 +23,30 @@ from connectors.meta import (
     split_text,
 )
 
+from .helpers.signing import signature
+
 SECRET = "meta-app-secret"
 VERIFY_TOKEN = "meta-verify-token"
 BODY = b'{"object":"page","entry":[]}'
 PARCEL = "\U0001F4E6"  # an emoji outside the BMP: two UTF-16 units
 
 
-def sign(body: bytes, secret: str = SECRET) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 # --- signatures and the handshake -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("header, valid", [
-    (sign(BODY), True),                                         # Meta's exact header
-    (sign(BODY).upper().replace("SHA256=", "sha256="), True),   # hex digits in capitals
-    (None, False),                                              # no header at all
-    ("", False),                                                # an empty header
-    ("sha256=", False),                                         # the scheme without a digest
-    (sign(BODY, "another-secret"), False),                      # signed with another app's secret
-    (sign(BODY + b" "), False),                                 # body changed after signing
+    (signature(BODY, SECRET), True),                                        # Meta's exact header
+    (signature(BODY, SECRET).upper().replace("SHA256=", "sha256="), True),  # hex digits in capitals
+    (None, False),                                                          # no header at all
+    ("", False),                                                            # an empty header
+    ("sha256=", False),                                                     # the scheme without a digest
+    (signature(BODY, "another-secret"), False),                             # signed with another app's secret
+    (signature(BODY + b" ", SECRET), False),                                # body changed after signing
     ("sha1=" + hmac.new(SECRET.encode(), BODY, hashlib.sha1).hexdigest(), False),  # the legacy SHA-1 header
     ("md5=" + hmac.new(SECRET.encode(), BODY, hashlib.md5).hexdigest(), False),    # the header may not pick the hash
-    (sign(BODY)[:-2], False),                                   # a truncated digest
-    ("sha256=zz" + sign(BODY)[9:], False),                      # not hex
-    ("sha256=zz\u00e9", False),                                 # not even ASCII
+    (signature(BODY, SECRET)[:-2], False),                                  # a truncated digest
+    ("sha256=zz" + signature(BODY, SECRET)[9:], False),                     # not hex
+    ("sha256=zz\u00e9", False),                                             # not even ASCII
 ])
 def test_the_signature_check_accepts_only_the_hmac_of_the_body(header, valid):
     """Only the HMAC-SHA256 of the exact body under the app secret passes."""
@@ -57,7 +55,7 @@ def test_the_signature_check_accepts_only_the_hmac_of_the_body(header, valid):
 
 def test_no_app_secret_means_nothing_is_accepted():
     """An unset secret never validates a body, even one 'signed' with the empty key."""
-    assert not signature_is_valid("", BODY, sign(BODY, ""))
+    assert not signature_is_valid("", BODY, signature(BODY, ""))
 
 
 @pytest.mark.parametrize("mode, token, challenge, expected", [

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.nlu_eval import evaluate, predicted_intent, report, top_intent
+from tools.nlu_eval import evaluate, predicted_intent, report, top_intent
 
-from .test_runner import MODEL
+from .helpers.servers import MODEL
 
 
 def test_report_counts_status_and_delay_as_one_route():
@@ -30,6 +30,7 @@ def test_top_intent_looks_past_the_fallback():
     assert top_intent(parsed) == ("order_status", 0.35)
 
 
+@pytest.mark.slow  # loads the trained model
 def test_evaluate_runs_the_trained_model_over_a_tsv(tmp_path):
     """A TSV in the dev-set format is scored end to end and the details are written."""
     assert MODEL.is_file(), "no trained model: `make test` trains it first (or run `make train`)"

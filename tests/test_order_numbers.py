@@ -2,7 +2,7 @@
 
 import pytest
 
-from bot.store import normalise_order_number
+from bot.domain.parsing import normalise_order_number
 
 
 @pytest.mark.parametrize(

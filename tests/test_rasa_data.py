@@ -4,9 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import pytest
+
+from .helpers.servers import ROOT
 
 
+@pytest.mark.slow  # `rasa data validate` loads Rasa and reads all the training data
 def test_rasa_data_validate_passes_without_warnings():
     """`rasa data validate --fail-on-warnings` accepts data/, domain.yml and config.yml."""
     rasa = Path(sys.executable).parent / "rasa"

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from bot.runner import port_in_use
+from bot.serving.runner import port_in_use
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "models" / "wismo.tar.gz"
+from .helpers.servers import MODEL, ROOT, Server, free_port
+from .helpers.shopper import rest_messages
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+#: Every test here starts `python -m bot` in a subprocess.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -31,7 +24,8 @@ def run_env(tmp_path):
     endpoints = tmp_path / "endpoints.yml"
     endpoints.write_text('action_endpoint:\n  url: ${ACTION_ENDPOINT_URL}\n')
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "RASA_PORT": str(free_port()),
-           "ACTION_PORT": str(free_port()), "CONSOLE_PORT": str(free_port()), "RASA_AUTH_TOKEN": "test-token-123", "RASA_ENDPOINTS": str(endpoints)}
+           "ACTION_PORT": str(free_port()), "CONSOLE_PORT": str(free_port()), "RASA_AUTH_TOKEN": "test-token-123",
+           "RASA_ENDPOINTS": str(endpoints)}
     subprocess.run([sys.executable, "-m", "bot", "setup"], cwd=ROOT, env=env, check=True, capture_output=True)
     return env
 
@@ -49,35 +43,21 @@ def test_a_busy_port_is_a_clear_error(run_env):
     assert not port_in_use(int(run_env["ACTION_PORT"]))
 
 
-@pytest.mark.slow
 def test_run_answers_hi_on_rest_protects_the_api_and_stops_on_ctrl_c(run_env):
     """The servers come up, greet on the REST channel, guard the HTTP API, and Ctrl-C stops both."""
     assert MODEL.is_file(), "no trained model: `make test` trains it first (or run `make train`)"
     rasa_port, action_port = int(run_env["RASA_PORT"]), int(run_env["ACTION_PORT"])
-    process = subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=ROOT, env=run_env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, "")), daemon=True)
-    reader.start()
+    server = Server(env=run_env).start()
     try:
-        deadline = time.monotonic() + 240
-        while not any("is ready" in line for line in output):
-            assert process.poll() is None, "".join(output)[-3000:]
-            assert time.monotonic() < deadline, "".join(output)[-3000:]
-            time.sleep(0.5)
-        banner = "".join(output)
-        assert f"http://localhost:{rasa_port}/webhooks/rest/webhook" in banner
+        assert f"http://localhost:{rasa_port}/webhooks/rest/webhook" in server.text()
 
         base = f"http://127.0.0.1:{rasa_port}"
-        reply = httpx.post(f"{base}/webhooks/rest/webhook", json={"sender": "t1", "message": "hi"}, timeout=30)
-        assert reply.status_code == 200
-        assert reply.json()[0]["text"].startswith("Hi!")
+        assert rest_messages(base, "t1", "hi")[0]["text"].startswith("Hi!")
         assert httpx.get(f"{base}/status", timeout=10).status_code == 401
         assert httpx.get(f"{base}/status", params={"token": "wrong"}, timeout=10).status_code == 401
         assert httpx.get(f"{base}/status", params={"token": "test-token-123"}, timeout=10).status_code == 200
         assert httpx.get(f"http://127.0.0.1:{action_port}/health", timeout=10).status_code == 200
     finally:
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=60)
+        code = server.stop()
     assert code == 0
     assert not port_in_use(rasa_port) and not port_in_use(action_port)

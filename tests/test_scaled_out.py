@@ -6,7 +6,7 @@ the lock store, RabbitMQ as the event broker, the shop's orders in a
 PostgreSQL store.  A shopper's messages go to either replica, as a load
 balancer would send them.
 
-The lock store is the project's ``bot.lock_store.AtomicRedisLockStore``, not
+The lock store is the project's ``bot.serving.lock_store.AtomicRedisLockStore``, not
 Rasa's ``type: redis``: Rasa's reads a conversation's lock, changes it and
 writes it back in separate steps, so two replicas taking the lock at the same
 moment can both get it (the contention test below fails with it).
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -35,7 +34,12 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from .conftest import MODEL, ROOT, _Databases, free_port, load_settings_env, pg_admin_url
+from .conftest import _Databases, load_settings_env, pg_admin_url
+from .helpers.servers import MODEL, ROOT, Server, free_port
+from .helpers.shopper import rest_messages_async
+
+#: Every test here runs two Rasa replicas and an action server.
+pytestmark = pytest.mark.slow
 
 RASA = str(Path(sys.executable).parent / "rasa")
 TOKEN = "scaled-out-token"
@@ -60,7 +64,7 @@ tracker_store:
   password: ${TRACKER_DB_PASSWORD}
 
 lock_store:
-  type: bot.lock_store.AtomicRedisLockStore
+  type: bot.serving.lock_store.AtomicRedisLockStore
   url: ${REDIS_HOST}
   port: ${REDIS_PORT}
   db: ${REDIS_DB}
@@ -135,7 +139,7 @@ def _redis_client() -> Any:
 def _postgres_ping() -> None:
     from sqlalchemy import text
 
-    from bot import db
+    from bot.store import db
 
     engine = db.make_engine(pg_admin_url())
     try:
@@ -212,33 +216,6 @@ def _delete_lock_keys(prefix: str) -> None:
 # --- the servers --------------------------------------------------------------------------
 
 
-class Server:
-    """One child process, its log file, and how to stop it."""
-
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
-        self.name, self.log = name, log
-        with log.open("wb") as sink:
-            self.process = subprocess.Popen(list(argv), cwd=ROOT, env=dict(env), stdout=sink,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-
-    def tail(self, chars: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.is_file() else ""
-
-    def check_alive(self) -> None:
-        assert self.process.poll() is None, (
-            f"the {self.name} stopped (exit code {self.process.returncode}):\n{self.tail()}")
-
-    def stop(self) -> None:
-        """Ctrl-C, as a person or a process manager would, then wait; kill only if it hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-
 def _ready(url: str, path: str, params: Optional[Dict[str, str]] = None) -> Optional[httpx.Response]:
     try:
         answer = httpx.get(f"{url}{path}", params=params, timeout=2)
@@ -247,23 +224,25 @@ def _ready(url: str, path: str, params: Optional[Dict[str, str]] = None) -> Opti
     return answer if answer.status_code == 200 else None
 
 
-def _wait_until_ready(action: Server, action_url: str, replicas: Sequence[Tuple[Server, str]]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    waiting = {"action server": (action, action_url)}
-    waiting.update({server.name: (server, url) for server, url in replicas})
-    while waiting:
-        for name, (server, url) in list(waiting.items()):
-            server.check_alive()
-            if server is action:
-                if _ready(url, "/health"):
-                    del waiting[name]
-            else:
-                status = _ready(url, "/status", {"token": TOKEN})
-                if status is not None and status.json().get("model_file"):
-                    del waiting[name]
-        assert time.monotonic() < deadline, "not ready in time: " + ", ".join(
-            f"{name}:\n{server.tail()}" for name, (server, _) in waiting.items())
-        time.sleep(0.5)
+def _action_server(port: int, env: Mapping[str, str]) -> Server:
+    """The action server, ready when its /health answers."""
+    url = f"http://127.0.0.1:{port}"
+    return Server([sys.executable, "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)], env=env,
+                  name="the action server", ready=lambda: _ready(url, "/health"), own_session=True)
+
+
+def _replica(name: str, port: int, env: Mapping[str, str], tmp: Path) -> Server:
+    """A Rasa server, ready when its /status names the loaded model."""
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        status = _ready(url, "/status", {"token": TOKEN})
+        return status is not None and bool(status.json().get("model_file"))
+
+    return Server([RASA, "run", "--model", str(MODEL), "--enable-api", "--auth-token", TOKEN,
+                   "--endpoints", str(tmp / "endpoints.yml"), "--credentials", str(tmp / "credentials.yml"),
+                   "--interface", "127.0.0.1", "--port", str(port)], env=env, name=f"Rasa replica {name}",
+                  ready=ready, own_session=True)
 
 
 @pytest.fixture(scope="module")
@@ -309,28 +288,25 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]
             "RABBITMQ_QUEUE": queue,
             "RABBITMQ_EXCHANGE": exchange,
         }
-        servers.append(Server("action server", [sys.executable, "-m", "rasa_sdk", "--actions", "actions",
-                                                "--port", str(action_port)], env, tmp / "actions.log"))
-        replicas: List[Tuple[Server, str]] = []
+        servers.append(_action_server(action_port, env).launch())
+        replicas: List[str] = []
         for name in ("A", "B"):
             port = free_port()
-            server = Server(f"Rasa replica {name}", [
-                RASA, "run", "--model", str(MODEL), "--enable-api", "--auth-token", TOKEN,
-                "--endpoints", str(tmp / "endpoints.yml"), "--credentials", str(tmp / "credentials.yml"),
-                "--interface", "127.0.0.1", "--port", str(port)], env, tmp / f"rasa-{name}.log")
-            servers.append(server)
-            replicas.append((server, f"http://127.0.0.1:{port}"))
+            servers.append(_replica(name, port, env, tmp).launch())
+            replicas.append(f"http://127.0.0.1:{port}")
         # The store is seeded while the replicas load their model.
         subprocess.run([sys.executable, "-m", "bot", "setup"], cwd=ROOT, env=env, check=True, capture_output=True)
         listed = subprocess.run([sys.executable, "-m", "bot", "demo-orders", "--json"], cwd=ROOT, env=env,
                                 check=True, capture_output=True, text=True)
-        _wait_until_ready(servers[0], action_url, replicas)
-        yield {"replicas": [url for _, url in replicas], "servers": servers,
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        for server in servers:  # they start side by side: one deadline for all
+            server.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
+        yield {"replicas": replicas, "servers": servers,
                "orders": {row["scenario"]: row for row in json.loads(listed.stdout)},
                "queue": queue, "env": env, "endpoints": tmp / "endpoints.yml", "lock_prefix": lock_prefix}
     finally:
         for server in reversed(servers):
-            server.stop()
+            server.stop(timeout=STOP_TIMEOUT_S)
         try:
             asyncio.run(_drop_broker_objects(queue, exchange))
         finally:
@@ -345,10 +321,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]
 
 async def say(client: httpx.AsyncClient, replica: str, sender: str, text: str) -> List[Dict[str, Any]]:
     """Send one REST message to `replica`; the bot's messages in answer."""
-    answer = await client.post(f"{replica}/webhooks/rest/webhook", json={"sender": sender, "message": text},
-                               timeout=REPLY_TIMEOUT_S)
-    assert answer.status_code == 200, f"{replica} answered {answer.status_code} to {text!r}: {answer.text[:500]}"
-    return answer.json()
+    return await rest_messages_async(client, replica, sender, text, timeout=REPLY_TIMEOUT_S)
 
 
 def texts(messages: Sequence[Mapping[str, Any]]) -> List[str]:

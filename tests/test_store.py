@@ -11,9 +11,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from bot import db
-from bot.models import Base, Customer, Order, Resolution, Shipment, TrackingEvent
-from bot.store import EventIn, add_events, carriers_by_code, get_order, sync_carriers
+from bot.store import db
+from bot.store.models import Base, Customer, Order, Resolution, Shipment, TrackingEvent
+from bot.store.queries import EventIn, add_events, carriers_by_code, get_order, sync_carriers
 
 T0 = dt.datetime(2026, 11, 16, 9, 0, tzinfo=dt.timezone.utc)
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.config import Policy
-from bot.tracking import Scan, add_business_days, business_days_between, derive_state
+from bot.domain.tracking import Scan, add_business_days, business_days_between, derive_state
 
 TZ = ZoneInfo("Europe/Amsterdam")
 NOW = dt.datetime(2026, 11, 18, 12, 0, tzinfo=TZ)  # a Wednesday

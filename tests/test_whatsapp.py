@@ -6,8 +6,6 @@ piece by piece in test_meta.py; here it is tested in place, over HTTP."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import random
@@ -31,16 +29,15 @@ from connectors.whatsapp import (
     reply_messages,
 )
 
-from .conftest import CHANNEL_ENV, free_port
+from .helpers.servers import CHANNEL_ENV, free_port
+from .helpers.shopper import user_events
+from .helpers.signing import signature
+from .helpers.waits import wait_until
 
 SECRET = CHANNEL_ENV["WHATSAPP_APP_SECRET"]
 VERIFY_TOKEN = CHANNEL_ENV["WHATSAPP_VERIFY_TOKEN"]
 PHONE_ID = CHANNEL_ENV["WHATSAPP_PHONE_NUMBER_ID"]
 ACCESS_TOKEN = CHANNEL_ENV["WHATSAPP_ACCESS_TOKEN"]
-
-
-def sign(body: bytes, secret: str = SECRET) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def new_wa_id() -> str:
@@ -300,7 +297,7 @@ class Shopper:
     def post(self, payload: Any, *, secret: str = SECRET) -> httpx.Response:
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         return httpx.post(self.url, content=raw, timeout=30,
-                          headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(raw, secret)})
+                          headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature(raw, secret)})
 
     def deliver(self, *messages: Dict[str, Any], **value: Any) -> httpx.Response:
         response = self.post(webhook([messages_value(self.wa_id, *messages, **value)]))
@@ -322,19 +319,18 @@ class Shopper:
         return [visible(body) for body in self.sent()]
 
     def expect(self, needle: str, since: int = 0, timeout: float = 60) -> List[str]:
-        """Wait for a message containing `needle` among those sent after the first `since`."""
-        deadline = time.monotonic() + timeout
-        while True:
+        """Wait for a message containing `needle` among those sent after the first `since`; returns those."""
+        def found() -> Optional[List[str]]:
             new = self.texts()[since:]
-            if any(needle in text for text in new):
-                return new
-            assert time.monotonic() < deadline, f"no {needle!r} among {new}"
-            time.sleep(0.1)
+            return new if any(needle in text for text in new) else None
+
+        try:
+            return wait_until(found, what=repr(needle), timeout=timeout, every=0.1)
+        except AssertionError as gave_up:
+            raise AssertionError(f"{gave_up}; sent since: {self.texts()[since:]}") from None
 
     def user_events(self) -> List[Dict[str, Any]]:
-        tracker = httpx.get(f"{self.server['url']}/conversations/{self.wa_id}/tracker",
-                            params={"token": self.server["token"]}, timeout=30).json()
-        return [event for event in tracker["events"] if event["event"] == "user"]
+        return user_events(self.server["url"], self.wa_id, self.server["token"])
 
 
 @pytest.fixture(scope="module")
@@ -376,7 +372,7 @@ def test_bad_and_missing_signatures_are_refused(shopper):
     unsigned = httpx.post(shopper.url, content=raw, headers={"Content-Type": "application/json"}, timeout=30)
     forged = shopper.post(raw, secret="not-the-app-secret")
     tampered = httpx.post(shopper.url, content=raw.replace(b"where", b"WHERE"), timeout=30,
-                          headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(raw)})
+                          headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature(raw, SECRET)})
     assert [r.status_code for r in (unsigned, forged, tampered)] == [403, 403, 403]
     barrier = shopper.say("hi")  # a genuine message afterwards: its answer is the only one
     shopper.expect("order assistant")
@@ -385,13 +381,14 @@ def test_bad_and_missing_signatures_are_refused(shopper):
 
 def test_malformed_bodies_get_400_and_a_log_line(server, shopper):
     """Signed but not JSON, or JSON of the wrong shape: 400, logged, never a 500."""
+    def refusals() -> int:
+        return sum("whatsapp: refused a signed webhook" in line for line in list(server["output"]))
+
+    before = refusals()
     assert shopper.post(b'{"object": "whatsapp_business_account", "entry": [').status_code == 400
     assert shopper.post({"object": "whatsapp_business_account", "entry": "nope"}).status_code == 400
     assert shopper.post([1, 2, 3]).status_code == 400
-    deadline = time.monotonic() + 10
-    while sum("whatsapp: refused a signed webhook" in line for line in server["output"]) < 3:
-        assert time.monotonic() < deadline, "".join(server["output"][-20:])
-        time.sleep(0.1)
+    wait_until(lambda: refusals() >= before + 3, what="three refusals in the log", timeout=10)
 
 
 def test_a_shopper_gets_their_order_status_over_whatsapp(server, shopper):

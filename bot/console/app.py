@@ -18,14 +18,13 @@ Rules every route keeps:
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import json
 import logging
 import time
 from collections import defaultdict, deque
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Deque, Dict, Optional, Set, Tuple, TypeVar
+from typing import Any, Callable, Coroutine, Deque, Dict, Optional, Set, Tuple, TypeVar
 from urllib.parse import urlsplit
 
 from sanic import Sanic, response
@@ -36,10 +35,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bot import agents, db
 from bot.config import Settings
+from bot.console import accounts, queue, views
 from bot.console.rasa import RasaClient, RasaUnavailable
-from bot.handoff import transcript
+from bot.domain.clock import utcnow
+from bot.domain.enums import HandoffState
+from bot.services.handoff import online_agents, transcript
+from bot.store import db
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +113,6 @@ class LoginThrottle:
         self._failures.pop(key, None)
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _json(body: Any, status: int = 200) -> HTTPResponse:
@@ -212,13 +212,13 @@ class Console:
             raise ApiError(503, "The console is starting; try again in a moment.")
         return self.rasa
 
-    async def signed_in(self, request: Request) -> Optional[agents.SignedIn]:
+    async def signed_in(self, request: Request) -> Optional[accounts.SignedIn]:
         """The agent whose login cookie came with `request`, or None (records presence)."""
         token = request.cookies.get(COOKIE)
         if not token:
             return None
-        now = _now()
-        return await self.store(lambda s: agents.agent_for_token(session=s, token=token, now=now))
+        now = utcnow()
+        return await self.store(lambda s: accounts.agent_for_token(session=s, token=token, now=now))
 
 
 def _set_login_cookie(request: Request, reply: HTTPResponse, token: str, max_age: int) -> None:
@@ -236,7 +236,7 @@ def _clear_login_cookie(request: Request, reply: HTTPResponse) -> None:
     _set_login_cookie(request, reply, "", 0)
 
 
-Handler = Callable[..., Awaitable[HTTPResponse]]
+Handler = Callable[..., Coroutine[Any, Any, HTTPResponse]]
 
 
 def requires_agent(page: bool = False) -> Callable[[Handler], Handler]:
@@ -260,7 +260,7 @@ def requires_agent(page: bool = False) -> Callable[[Handler], Handler]:
     return decorate
 
 
-def _agent_json(agent: agents.SignedIn) -> Dict[str, Any]:
+def _agent_json(agent: accounts.SignedIn) -> Dict[str, Any]:
     return {"id": agent.agent_id, "username": agent.username, "name": agent.display_name}
 
 
@@ -278,7 +278,7 @@ def create_app(settings: Settings, *, name: str = "agent_console", engine: Optio
             console.engine = db.make_engine(settings.database_url)
         if console.rasa is None:
             console.rasa = RasaClient(settings.rasa_api_url, settings.rasa_auth_token)
-        await asyncio.to_thread(agents.warm_up)
+        await asyncio.to_thread(accounts.warm_up)
 
     @app.after_server_stop
     async def close_resources(app: Sanic, _loop: Any) -> None:
@@ -308,8 +308,8 @@ def create_app(settings: Settings, *, name: str = "agent_console", engine: Optio
     async def api_error(request: Request, error: ApiError) -> HTTPResponse:
         return _error(error.status, error.message)
 
-    @app.exception(agents.QueueError)
-    async def queue_error(request: Request, error: agents.QueueError) -> HTTPResponse:
+    @app.exception(queue.QueueError)
+    async def queue_error(request: Request, error: queue.QueueError) -> HTTPResponse:
         return _error(error.status, str(error))
 
     @app.exception(RasaUnavailable)
@@ -361,18 +361,18 @@ def create_app(settings: Settings, *, name: str = "agent_console", engine: Optio
         username, password = data.get("username"), data.get("password")
         if not isinstance(username, str) or not isinstance(password, str) or not username.strip() or not password:
             raise ApiError(400, "Give your username and password.")
-        key = (request.remote_addr or request.ip or "?", agents.normalise_username(username)[:80])
+        key = (request.remote_addr or request.ip or "?", accounts.normalise_username(username)[:80])
         if not console.throttle.allowed(key):
             logger.warning("console: too many failed logins for %r from %s", key[1], key[0])
             raise ApiError(429, "Too many failed attempts. Wait a few minutes and try again.")
-        now, hours = _now(), settings.agent_session_hours
+        now, hours = utcnow(), settings.agent_session_hours
 
-        def check(session: Session) -> Optional[Tuple[str, agents.SignedIn]]:
-            agent = agents.authenticate(session=session, username=username, password=password)
+        def check(session: Session) -> Optional[Tuple[str, accounts.SignedIn]]:
+            agent = accounts.authenticate(session=session, username=username, password=password)
             if agent is None:
                 return None
-            token = agents.start_session(session=session, agent=agent, now=now, hours=hours)
-            return token, agents.SignedIn(agent.id, agent.username, agent.display_name)
+            token = accounts.start_session(session=session, agent=agent, now=now, hours=hours)
+            return token, accounts.SignedIn(agent.id, agent.username, agent.display_name)
 
         found = await console.store(check)
         if found is None:
@@ -390,7 +390,7 @@ def create_app(settings: Settings, *, name: str = "agent_console", engine: Optio
     async def logout(request: Request) -> HTTPResponse:
         json_body(request)
         token = request.cookies.get(COOKIE)
-        await console.store(lambda s: agents.end_session(session=s, token=token))
+        await console.store(lambda s: accounts.end_session(session=s, token=token))
         reply = _json({"ok": True})
         _clear_login_cookie(request, reply)
         return reply
@@ -405,12 +405,12 @@ def create_app(settings: Settings, *, name: str = "agent_console", engine: Optio
 
     @app.get("/api/queue")
     @requires_agent()
-    async def queue(request: Request) -> HTTPResponse:
-        now = _now()
+    async def api_queue(request: Request) -> HTTPResponse:
+        now = utcnow()
 
         def read(session: Session) -> Dict[str, Any]:
-            online = agents.online_agents(session=session, now=now, minutes=settings.agent_online_minutes)
-            return {"handoffs": agents.list_queue(session=session, now=now),
+            online = online_agents(session=session, now=now, minutes=settings.agent_online_minutes)
+            return {"handoffs": views.list_queue(session=session, now=now),
                     "online": [a.display_name for a in online]}
 
         found = await console.store(read)
@@ -419,10 +419,10 @@ def create_app(settings: Settings, *, name: str = "agent_console", engine: Optio
     @app.get("/api/handoffs/<handoff_id:int>")
     @requires_agent()
     async def detail(request: Request, handoff_id: int) -> HTTPResponse:
-        now = _now()
-        found = await console.store(lambda s: agents.handoff_detail(session=s, handoff_id=handoff_id,
+        now = utcnow()
+        found = await console.store(lambda s: views.handoff_detail(session=s, handoff_id=handoff_id,
                                                                     settings=settings, now=now))
-        found["mine"] = found["state"] == agents.CLAIMED and found["agent_id"] == request.ctx.agent.agent_id
+        found["mine"] = found["state"] == HandoffState.CLAIMED and found["agent_id"] == request.ctx.agent.agent_id
         try:
             tracker = await console.client().tracker(found["conversation_id"])
         except RasaUnavailable as error:
@@ -436,11 +436,11 @@ def create_app(settings: Settings, *, name: str = "agent_console", engine: Optio
     @requires_agent()
     async def claim(request: Request, handoff_id: int) -> HTTPResponse:
         json_body(request)
-        agent, now = request.ctx.agent, _now()
+        agent, now = request.ctx.agent, utcnow()
 
         def take(session: Session) -> Dict[str, Any]:
-            handoff = agents.claim(session=session, handoff_id=handoff_id, agent=agent, now=now)
-            return agents.describe_handoff(handoff, now, {})
+            handoff = queue.claim(session=session, handoff_id=handoff_id, agent=agent, now=now)
+            return views.describe_handoff(handoff, now, {})
 
         claimed = await console.store(take)
         claimed["agent_name"] = agent.display_name
@@ -450,7 +450,7 @@ def create_app(settings: Settings, *, name: str = "agent_console", engine: Optio
     async def held(request: Request, handoff_id: int) -> str:
         """The conversation id of a handoff the requesting agent holds (else the error why not)."""
         agent = request.ctx.agent
-        return await console.store(lambda s: str(agents.require_holder(
+        return await console.store(lambda s: str(queue.require_holder(
             session=s, handoff_id=handoff_id, agent=agent).conversation_id))
 
     @app.post("/api/handoffs/<handoff_id:int>/reply")
@@ -468,9 +468,9 @@ def create_app(settings: Settings, *, name: str = "agent_console", engine: Optio
         agent = request.ctx.agent
         conversation_id = await held(request, handoff_id)
         await console.client().resume(conversation_id, closing_line=closing, agent_name=agent.display_name)
-        now = _now()
-        closed = await console.store(lambda s: agents.describe_handoff(
-            agents.resolve(session=s, handoff_id=handoff_id, agent=agent, now=now,
+        now = utcnow()
+        closed = await console.store(lambda s: views.describe_handoff(
+            queue.resolve(session=s, handoff_id=handoff_id, agent=agent, now=now,
                            closing_line=closing is not None), now, {}))
         closed["agent_name"] = agent.display_name
         logger.info("console: %s resolved handoff %s", agent.username, handoff_id)
@@ -483,9 +483,9 @@ def create_app(settings: Settings, *, name: str = "agent_console", engine: Optio
         agent = request.ctx.agent
         conversation_id = await held(request, handoff_id)
         await console.client().resume(conversation_id, greet=True)
-        now = _now()
-        closed = await console.store(lambda s: agents.describe_handoff(
-            agents.hand_back(session=s, handoff_id=handoff_id, agent=agent, now=now), now, {}))
+        now = utcnow()
+        closed = await console.store(lambda s: views.describe_handoff(
+            queue.hand_back(session=s, handoff_id=handoff_id, agent=agent, now=now), now, {}))
         closed["agent_name"] = agent.display_name
         logger.info("console: %s handed handoff %s back to the assistant", agent.username, handoff_id)
         return _json({"handoff": closed})
@@ -495,7 +495,7 @@ def create_app(settings: Settings, *, name: str = "agent_console", engine: Optio
 
 def serve(settings: Settings) -> int:
     """Run the console on CONSOLE_PORT until interrupted (SIGINT or SIGTERM)."""
-    from bot.runner import StartupError, port_in_use
+    from bot.serving.runner import StartupError, port_in_use
 
     if port_in_use(settings.console_port):
         raise StartupError(

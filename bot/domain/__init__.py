@@ -1,0 +1,1 @@
+"""The rules of the trade, free of storage and transport: statuses, tracking, parsing, policy, agent hours."""

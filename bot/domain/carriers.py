@@ -1,0 +1,211 @@
+"""Carriers, their raw status codes and the canonical statuses they map to.
+
+Every carrier speaks its own dialect: DHL sends words ("transit"), UPS sends a
+type letter and an activity code ("I/AR"), USPS two-character event codes
+("OF"), Royal Mail five-letter "EV" codes.  The assistant reasons only about the
+canonical set below; the per-carrier tables here are what `python -m bot setup`
+writes to the `carrier_status_codes` table, and a shop can add rows there for
+codes a carrier introduces later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+from urllib.parse import quote
+
+from bot.domain.enums import DelayReason, Status
+
+CANONICAL_STATUSES: Tuple[str, ...] = Status.values()
+
+#: Statuses after which the carrier will send nothing more that matters.
+FINAL_STATUSES = frozenset({Status.DELIVERED, Status.LOST, Status.RETURNED_TO_SENDER})
+
+#: Statuses in which the parcel has left the shop.
+SHIPPED_STATUSES = frozenset(CANONICAL_STATUSES) - {Status.PENDING, Status.INFO_RECEIVED}
+
+STATUS_LABELS: Dict[str, str] = {
+    Status.PENDING: "not shipped yet",
+    Status.INFO_RECEIVED: "label created, waiting for the carrier to pick it up",
+    Status.IN_TRANSIT: "on its way",
+    Status.OUT_FOR_DELIVERY: "out for delivery",
+    Status.FAILED_ATTEMPT: "delivery attempted, nobody could take it",
+    Status.AVAILABLE_FOR_PICKUP: "ready to collect at a pickup point",
+    Status.DELIVERED: "delivered",
+    Status.EXCEPTION: "held up by a problem",
+    Status.LOST: "lost by the carrier",
+    Status.RETURNED_TO_SENDER: "returned to us",
+}
+
+REASONS: Tuple[str, ...] = DelayReason.values()
+
+REASON_LABELS: Dict[str, str] = {
+    DelayReason.WEATHER: "bad weather",
+    DelayReason.CUSTOMS: "a customs check",
+    DelayReason.ADDRESS_PROBLEM: "a problem with the delivery address",
+    DelayReason.DAMAGED: "damage to the parcel",
+    DelayReason.RECIPIENT_UNAVAILABLE: "nobody being available to receive it",
+    DelayReason.CAPACITY: "very high parcel volumes at the carrier",
+    DelayReason.CARRIER_LOST: "the carrier losing track of it",
+}
+
+
+@dataclass(frozen=True)
+class CodeMapping:
+    """One raw carrier code and what it means."""
+
+    status: str
+    reason: Optional[str] = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CarrierDefinition:
+    """A carrier the assistant knows out of the box."""
+
+    code: str
+    name: str
+    tracking_url_template: str
+    supports_redirect: bool
+    codes: Dict[str, CodeMapping] = field(default_factory=dict)
+
+
+def normalise_code(raw_code: str) -> str:
+    """Carriers are inconsistent about case and padding; compare codes uppercased."""
+    return raw_code.strip().upper()
+
+
+def tracking_url(template: str, tracking_number: str) -> str:
+    """The carrier's public tracking page for one parcel."""
+    return template.replace("{tracking_number}", quote(tracking_number.strip(), safe=""))
+
+
+def _codes(table: Dict[str, Tuple[str, Optional[str], str]]) -> Dict[str, CodeMapping]:
+    return {normalise_code(code): CodeMapping(*row) for code, row in table.items()}
+
+
+BUILT_IN_CARRIERS: Tuple[CarrierDefinition, ...] = (
+    CarrierDefinition(
+        code="dhl",
+        name="DHL",
+        tracking_url_template=(
+            "https://www.dhl.com/global-en/home/tracking/tracking-parcel.html"
+            "?submit=1&tracking-id={tracking_number}"
+        ),
+        supports_redirect=True,
+        codes=_codes(
+            {
+                "pre-transit": (Status.INFO_RECEIVED, None, "Shipment information received"),
+                "picked-up": (Status.IN_TRANSIT, None, "Picked up by DHL"),
+                "transit": (Status.IN_TRANSIT, None, "In transit"),
+                "arrived-facility": (Status.IN_TRANSIT, None, "Arrived at DHL facility"),
+                "departed-facility": (Status.IN_TRANSIT, None, "Departed DHL facility"),
+                "weather-delay": (Status.IN_TRANSIT, DelayReason.WEATHER, "Delayed by adverse weather"),
+                "volume-delay": (Status.IN_TRANSIT, DelayReason.CAPACITY, "Delayed due to high volumes"),
+                "customs-hold": (Status.EXCEPTION, DelayReason.CUSTOMS, "Held for customs inspection"),
+                "customs-cleared": (Status.IN_TRANSIT, None, "Cleared customs"),
+                "out-for-delivery": (Status.OUT_FOR_DELIVERY, None, "Out for delivery"),
+                "delivery-failed": (
+                    Status.FAILED_ATTEMPT,
+                    DelayReason.RECIPIENT_UNAVAILABLE,
+                    "Delivery attempted, recipient not home",
+                ),
+                "address-issue": (Status.EXCEPTION, DelayReason.ADDRESS_PROBLEM, "Address incomplete or incorrect"),
+                "damaged": (Status.EXCEPTION, DelayReason.DAMAGED, "Shipment damaged"),
+                "servicepoint-ready": (Status.AVAILABLE_FOR_PICKUP, None, "Ready at DHL ServicePoint"),
+                "delivered": (Status.DELIVERED, None, "Delivered"),
+                "lost": (Status.LOST, DelayReason.CARRIER_LOST, "Shipment could not be located"),
+                "returned": (Status.RETURNED_TO_SENDER, None, "Returned to sender"),
+            }
+        ),
+    ),
+    CarrierDefinition(
+        code="ups",
+        name="UPS",
+        tracking_url_template="https://www.ups.com/track?loc=en_US&tracknum={tracking_number}",
+        supports_redirect=True,
+        codes=_codes(
+            {
+                "M/MP": (Status.INFO_RECEIVED, None, "Shipper created a label"),
+                "P/PU": (Status.IN_TRANSIT, None, "Pickup scan"),
+                "I/OR": (Status.IN_TRANSIT, None, "Origin scan"),
+                "I/AR": (Status.IN_TRANSIT, None, "Arrival scan"),
+                "I/DP": (Status.IN_TRANSIT, None, "Departure scan"),
+                "I/WX": (Status.IN_TRANSIT, DelayReason.WEATHER, "Weather conditions delayed delivery"),
+                "I/VD": (Status.IN_TRANSIT, DelayReason.CAPACITY, "Delayed by high package volume"),
+                "X/CH": (Status.EXCEPTION, DelayReason.CUSTOMS, "Held in customs, clearance pending"),
+                "O/OT": (Status.OUT_FOR_DELIVERY, None, "Out for delivery today"),
+                "X/48": (
+                    Status.FAILED_ATTEMPT,
+                    DelayReason.RECIPIENT_UNAVAILABLE,
+                    "The receiver was not available for delivery",
+                ),
+                "X/AD": (Status.EXCEPTION, DelayReason.ADDRESS_PROBLEM, "The address is incorrect"),
+                "X/DM": (Status.EXCEPTION, DelayReason.DAMAGED, "Package damaged"),
+                "X/LS": (Status.LOST, DelayReason.CARRIER_LOST, "Package cannot be located"),
+                "P/AP": (Status.AVAILABLE_FOR_PICKUP, None, "Delivered to UPS Access Point"),
+                "D/KB": (Status.DELIVERED, None, "Delivered"),
+                "D/FS": (Status.DELIVERED, None, "Delivered, left at front door"),
+                "RS/RS": (Status.RETURNED_TO_SENDER, None, "Returned to shipper"),
+            }
+        ),
+    ),
+    CarrierDefinition(
+        code="usps",
+        name="USPS",
+        tracking_url_template="https://tools.usps.com/go/TrackConfirmAction?tLabels={tracking_number}",
+        supports_redirect=True,
+        codes=_codes(
+            {
+                "GX": (Status.INFO_RECEIVED, None, "Shipping label created"),
+                "03": (Status.IN_TRANSIT, None, "Accepted at USPS origin facility"),
+                "10": (Status.IN_TRANSIT, None, "Processed through facility"),
+                "07": (Status.IN_TRANSIT, None, "Arrived at post office"),
+                "WX": (Status.IN_TRANSIT, DelayReason.WEATHER, "Delayed due to weather"),
+                "OF": (Status.OUT_FOR_DELIVERY, None, "Out for delivery"),
+                "02": (
+                    Status.FAILED_ATTEMPT,
+                    DelayReason.RECIPIENT_UNAVAILABLE,
+                    "Notice left, no authorized recipient",
+                ),
+                "21": (Status.EXCEPTION, DelayReason.ADDRESS_PROBLEM, "No such number"),
+                "22": (Status.EXCEPTION, DelayReason.ADDRESS_PROBLEM, "Insufficient address"),
+                "DM": (Status.EXCEPTION, DelayReason.DAMAGED, "Damaged in handling"),
+                "CH": (Status.EXCEPTION, DelayReason.CUSTOMS, "Held by customs"),
+                "16": (Status.AVAILABLE_FOR_PICKUP, None, "Available for pickup"),
+                "01": (Status.DELIVERED, None, "Delivered"),
+                "ML": (Status.LOST, DelayReason.CARRIER_LOST, "Missing mail search closed, item not found"),
+                "09": (Status.RETURNED_TO_SENDER, None, "Returned to sender"),
+            }
+        ),
+    ),
+    CarrierDefinition(
+        code="royalmail",
+        name="Royal Mail",
+        tracking_url_template=(
+            "https://www.royalmail.com/track-your-item#/tracking-results/{tracking_number}"
+        ),
+        supports_redirect=False,
+        codes=_codes(
+            {
+                "EVGPD": (Status.INFO_RECEIVED, None, "Sender has let us know your item is coming"),
+                "EVAIP": (Status.IN_TRANSIT, None, "Item received at Post Office"),
+                "EVIMC": (Status.IN_TRANSIT, None, "Item processed at mail centre"),
+                "EVDAV": (Status.IN_TRANSIT, DelayReason.WEATHER, "Delayed by severe weather"),
+                "EVCUS": (Status.EXCEPTION, DelayReason.CUSTOMS, "Held at customs"),
+                "EVKOP": (Status.OUT_FOR_DELIVERY, None, "Out for delivery"),
+                "EVKNR": (
+                    Status.FAILED_ATTEMPT,
+                    DelayReason.RECIPIENT_UNAVAILABLE,
+                    "We tried to deliver, a card has been left",
+                ),
+                "EVKAD": (Status.EXCEPTION, DelayReason.ADDRESS_PROBLEM, "Address could not be found"),
+                "EVDMG": (Status.EXCEPTION, DelayReason.DAMAGED, "Item damaged in our network"),
+                "EVKLC": (Status.AVAILABLE_FOR_PICKUP, None, "Ready for collection at delivery office"),
+                "EVKSP": (Status.DELIVERED, None, "Delivered"),
+                "EVLST": (Status.LOST, DelayReason.CARRIER_LOST, "Item could not be traced"),
+                "EVRTS": (Status.RETURNED_TO_SENDER, None, "Returned to sender"),
+            }
+        ),
+    ),
+)

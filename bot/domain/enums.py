@@ -1,0 +1,135 @@
+"""Every state, reason and outcome the assistant knows, defined once.
+
+Each is a `str` enumeration: its members compare equal to the plain strings
+stored in the database and in Rasa slots, and serialise to them, so the store's
+columns and the conversation's slots keep plain text while the code names them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Tuple, Type, TypeVar
+
+E = TypeVar("E", bound="StrEnum")
+
+
+class StrEnum(str, Enum):
+    """A string enumeration whose `str()` is its value (as Python 3.11's `enum.StrEnum`)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    @classmethod
+    def values(cls: Type[E]) -> Tuple[str, ...]:
+        """The members' values, in definition order."""
+        return tuple(member.value for member in cls)
+
+
+class Status(StrEnum):
+    """The industry's usual shipment states, in the order a parcel normally goes through them."""
+
+    PENDING = "pending"
+    INFO_RECEIVED = "info_received"
+    IN_TRANSIT = "in_transit"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    FAILED_ATTEMPT = "failed_attempt"
+    AVAILABLE_FOR_PICKUP = "available_for_pickup"
+    DELIVERED = "delivered"
+    EXCEPTION = "exception"
+    LOST = "lost"
+    RETURNED_TO_SENDER = "returned_to_sender"
+
+
+class DelayReason(StrEnum):
+    """Why a parcel is late or stuck, as far as the carrier tells."""
+
+    WEATHER = "weather"
+    CUSTOMS = "customs"
+    ADDRESS_PROBLEM = "address_problem"
+    DAMAGED = "damaged"
+    RECIPIENT_UNAVAILABLE = "recipient_unavailable"
+    CAPACITY = "capacity"
+    CARRIER_LOST = "lost"
+
+
+class Job(StrEnum):
+    """What the shopper came for, once the order is verified (the `pending_job` slot)."""
+
+    STATUS = "status"
+    DELAY = "delay"
+    ADDRESS = "address"
+    CLAIM = "claim"
+
+
+class ClaimReason(StrEnum):
+    """Why a shopper asks for a refund or a replacement."""
+
+    LOST = "lost"
+    DAMAGED = "damaged"
+    LATE = "late"
+    NOT_RECEIVED = "not_received"
+
+
+class ClaimOutcome(StrEnum):
+    """What the policy says about a claim."""
+
+    ELIGIBLE = "eligible"  # the bot settles it: refund or replacement
+    NOT_YET = "not_yet"  # not (yet) covered, e.g. only a few days late
+    HUMAN = "human"  # a person decides (high value, repeat claim)
+    ALREADY = "already"  # settled before; never paid twice
+
+
+class ResolutionKind(StrEnum):
+    REFUND = "refund"
+    RESHIP = "reship"
+    CREDIT = "credit"
+
+
+class AddressMode(StrEnum):
+    """How a new delivery address can be applied at the order's stage."""
+
+    DIRECT = "direct"  # nothing shipped yet: the order is changed
+    REDIRECT = "redirect"  # the carrier is asked to redirect the parcel
+    IMPOSSIBLE = "impossible"  # too late, or the carrier cannot redirect
+
+
+class AddressChangeState(StrEnum):
+    APPLIED = "applied"
+    REQUESTED = "requested"
+    REFUSED = "refused"
+
+
+class VerifyResult(StrEnum):
+    VERIFIED = "verified"
+    MISMATCH = "mismatch"  # the same answer whether or not the order exists
+    LOCKED = "locked"  # too many failures: no more attempts for now
+
+
+class HandoffState(StrEnum):
+    """A hand-off's life in the agents' queue."""
+
+    QUEUED = "queued"  # waiting for an agent
+    CLAIMED = "claimed"  # an agent holds the conversation; the bot is silent
+    RESOLVED = "resolved"  # the agent closed it
+    RETURNED = "returned"  # the agent handed it back to the bot
+
+
+#: Hand-offs still waiting for, or held by, a person.
+OPEN_HANDOFF_STATES = (HandoffState.QUEUED, HandoffState.CLAIMED)
+
+
+class HandoffReason(StrEnum):
+    """Why a conversation went to a person (the `handoff_reason` slot and the handoff record)."""
+
+    ASKED = "asked"
+    NOT_UNDERSTOOD = "not_understood"
+    HIGH_VALUE = "high_value"
+    REPEAT_CLAIM = "repeat_claim"
+    LOCKED_OUT = "locked_out"
+    ADDRESS_IMPOSSIBLE = "address_impossible"
+    ERROR = "error"
+
+
+class OrderSource(StrEnum):
+    DEMO = "demo"
+    IMPORT = "import"

@@ -1,0 +1,169 @@
+"""Refund or reship: who is eligible, and recording the outcome exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Dict, List, Optional, Tuple
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.config import Settings
+from bot.domain.enums import ClaimOutcome, ClaimReason, DelayReason, HandoffReason, ResolutionKind, Status
+from bot.services.answers import Parcel, day, parcels
+from bot.store.models import Order, Resolution
+from bot.store.queries import audit
+
+CLAIM_REASONS = ClaimReason.values()
+
+#: A domain response and its variables: what the shopper is told.
+Wording = Tuple[str, Dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy says about a claim, and the response that tells the shopper."""
+
+    outcome: ClaimOutcome
+    reason: str
+    response: str
+    wording: Dict[str, str]
+    parcel: Optional[Parcel] = None
+    human_reason: Optional[HandoffReason] = None
+    existing: Optional[Resolution] = None
+
+
+def _fits(parcel: Parcel, reason: str, settings: Settings, today: dt.date) -> bool:
+    state = parcel.state
+    policy = settings.policy
+    if reason == ClaimReason.LOST:
+        return state.presumed_lost
+    if reason == ClaimReason.DAMAGED:
+        return state.status == Status.DELIVERED or (state.status == Status.EXCEPTION
+                                                    and state.delay_reason == DelayReason.DAMAGED)
+    if reason == ClaimReason.LATE:
+        return state.presumed_lost or (state.is_late and state.days_late >= policy.late_claim_days)
+    if reason == ClaimReason.NOT_RECEIVED:
+        return (state.status == Status.DELIVERED and state.delivered_on is not None
+                and (today - state.delivered_on).days >= policy.delivered_wait_days)
+    return False
+
+
+def guess_reason(order: Order, settings: Settings, now: dt.datetime) -> Optional[str]:
+    """When the shopper did not say why, the parcel's state often does."""
+    for parcel in parcels(order, settings, now):
+        state = parcel.state
+        if state.presumed_lost:
+            return ClaimReason.LOST.value
+        if state.status == Status.EXCEPTION and state.delay_reason == DelayReason.DAMAGED:
+            return ClaimReason.DAMAGED.value
+        if state.is_late:
+            return ClaimReason.LATE.value
+    return None
+
+
+def existing_resolution(session: Session, order: Order, reason: str) -> Optional[Resolution]:
+    return session.scalars(select(Resolution).where(Resolution.order_id == order.id,
+                                                    Resolution.reason == reason)).first()
+
+
+def decide(*, session: Session, order: Order, reason: str, settings: Settings, now: dt.datetime) -> Decision:
+    """Whether this claim can be settled by the bot, must wait, or needs a person."""
+    policy = settings.policy
+    today = now.astimezone(settings.tz).date()
+    existing = existing_resolution(session, order, reason)
+    if existing is not None:
+        return Decision(ClaimOutcome.ALREADY, reason, *already_settled(existing), existing=existing)
+    found = parcels(order, settings, now)
+    fitting = [p for p in found if _fits(p, reason, settings, today)]
+    if not fitting:
+        return Decision(ClaimOutcome.NOT_YET, reason, *_not_yet(order, found, reason, settings, today))
+    parcel = fitting[0]
+    if order.value > policy.human_value_threshold:
+        return Decision(ClaimOutcome.HUMAN, reason, "utter_claim_high_value", {}, parcel,
+                        human_reason=HandoffReason.HIGH_VALUE)
+    if _repeat_claim(session, order, now, policy.repeat_claim_window_days):
+        return Decision(ClaimOutcome.HUMAN, reason, "utter_claim_repeat", {}, parcel,
+                        human_reason=HandoffReason.REPEAT_CLAIM)
+    return Decision(ClaimOutcome.ELIGIBLE, reason, "utter_claim_eligible", {}, parcel)
+
+
+def _repeat_claim(session: Session, order: Order, now: dt.datetime, window_days: int) -> bool:
+    since = now - dt.timedelta(days=window_days)
+    earlier = session.scalars(
+        select(Resolution).join(Order, Resolution.order_id == Order.id)
+        .where(Order.customer_id == order.customer_id, Resolution.created_at >= since)
+    ).first()
+    return earlier is not None
+
+
+def already_settled(resolution: Resolution) -> Wording:
+    """The answer to a claim settled before: what was arranged, and when."""
+    when = day(resolution.created_at.date())
+    if resolution.kind == ResolutionKind.REFUND:
+        return "utter_claim_already_refunded", {"amount": str(resolution.amount), "currency": resolution.currency,
+                                                "date": when}
+    if resolution.kind == ResolutionKind.RESHIP:
+        return "utter_claim_already_reshipped", {"date": when}
+    return "utter_claim_already_credited", {"date": when}
+
+
+def _not_yet(order: Order, found: List[Parcel], reason: str, settings: Settings, today: dt.date) -> Wording:
+    policy = settings.policy
+    if not found:
+        return "utter_claim_not_shipped", {"number": order.number}
+    state = found[0].state
+    if reason == ClaimReason.NOT_RECEIVED and state.status == Status.DELIVERED and state.delivered_on:
+        wait_until = state.delivered_on + dt.timedelta(days=policy.delivered_wait_days)
+        return "utter_claim_wait_after_delivery", {"delivered": day(state.delivered_on, today),
+                                                   "wait_until": day(wait_until, today)}
+    if reason == ClaimReason.LATE and state.is_late:
+        return "utter_claim_not_late_enough", {"days_late": str(state.days_late),
+                                               "claim_days": str(policy.late_claim_days)}
+    if reason == ClaimReason.LOST and state.stalled:
+        return "utter_claim_not_lost_yet", {"quiet_days": str(state.business_days_without_scan),
+                                            "lost_days": str(policy.lost_business_days)}
+    return "utter_claim_not_yet", {}
+
+
+def amount_for(order: Order, parcel: Parcel) -> Decimal:
+    """The refund for one parcel: its share of the order's value."""
+    share = order.value / max(1, len(order.shipments))
+    return share.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def record_resolution(*, session: Session, order: Order, parcel: Parcel, reason: str, kind: str,
+                      conversation_id: str) -> Resolution:
+    """Record the refund or reship once; asking again returns the first one unchanged.
+
+    The unique constraint on (shipment, reason) decides races between two
+    requests: the loser gets the winner's row.
+    """
+    existing = session.scalars(select(Resolution).where(Resolution.shipment_id == parcel.shipment.id,
+                                                        Resolution.reason == reason)).first()
+    if existing is not None:
+        return existing
+    resolution = Resolution(order_id=order.id, shipment_id=parcel.shipment.id, reason=reason, kind=kind,
+                            amount=amount_for(order, parcel) if kind == ResolutionKind.REFUND else Decimal("0"),
+                            currency=order.currency, conversation_id=conversation_id)
+    try:
+        with session.begin_nested():
+            session.add(resolution)
+            session.flush()
+    except IntegrityError:
+        return session.scalars(select(Resolution).where(Resolution.shipment_id == parcel.shipment.id,
+                                                        Resolution.reason == reason)).one()
+    audit(session=session, actor="bot", action=f"resolution.{kind}", entity="order", entity_id=order.number,
+          details={"reason": reason, "shipment": parcel.shipment.tracking_number, "amount": str(resolution.amount),
+                   "conversation_id": conversation_id})
+    return resolution
+
+
+def next_steps(resolution: Resolution) -> Wording:
+    """What happens now that the refund or replacement is recorded."""
+    if resolution.kind == ResolutionKind.REFUND:
+        return "utter_refund_done", {"amount": str(resolution.amount), "currency": resolution.currency}
+    return "utter_reship_done", {}

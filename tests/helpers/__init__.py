@@ -1,0 +1,1 @@
+"""What the tests share: running servers, talking as a shopper, signing webhooks, waiting for replies."""
