@@ -1,9 +1,13 @@
-"""Shared fixtures: a fresh store on SQLite and on the real PostgreSQL server.
+"""Shared fixtures: a fresh store on SQLite and on the real PostgreSQL server, and the running assistant.
 
 Store tests take the `engine` fixture and run once per backend.  PostgreSQL is
 the server named by TEST_POSTGRES_URL (default: the local one); each test run
 creates its own databases there and drops them afterwards.  When that server
 cannot be reached the PostgreSQL variants are skipped, with the reason shown.
+
+Tests that need the running assistant, the fake Graph API or a browser take the
+fixtures at the end; they are marked `slow` (`pytest -m "not slow"` skips them).
+What the tests share besides fixtures is in `tests/helpers/`.
 """
 
 from __future__ import annotations
@@ -19,14 +23,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
-from bot.store import db
 from bot.config import Settings, load_settings
+from bot.store import db
 from bot.store.demo import seed_demo
 from bot.store.models import Base
 
 from .helpers.servers import CHANNEL_ENV, MODEL, ROOT, Server, free_port
-
-__all__ = ["CHANNEL_ENV", "MODEL", "NOW", "ROOT", "free_port", "load_settings_env", "pg_admin_url"]
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 # A Wednesday afternoon in the shop's time zone: every demo timeline is relative to it.
@@ -41,7 +43,7 @@ def pg_admin_url() -> str:
 def load_settings_env(name: str) -> str:
     from dotenv import dotenv_values
 
-    env_file = Path(__file__).resolve().parent.parent / ".env"
+    env_file = ROOT / ".env"
     return (dotenv_values(env_file).get(name) or "") if env_file.is_file() else ""
 
 
@@ -148,15 +150,11 @@ def shop(databases: _Databases, settings: Settings) -> Iterator[Dict[str, Any]]:
     engine.dispose()
 
 
-# --- the running assistant ------------------------------------------------------------
+# --- slow tests -----------------------------------------------------------------------
 
-#: Debian's Chromium, driven by Playwright (`make test` installs it when missing).
-CHROMIUM = os.environ.get("CHROMIUM") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-#: Fixtures that start servers, subprocesses or a browser: a test that uses one is marked `slow`.
-#: (`echo` is test_widget's server process, `cluster` test_scaled_out's replicas.)
+#: Fixtures that start servers, subprocesses or a browser: a test that uses one is marked `slow`
+#: (`-m "not slow"` leaves it out).  `echo` is test_widget's server process, `cluster` test_scaled_out's
+#: replicas.  Tests that start such things themselves, or load the trained model, are marked where they are.
 SLOW_FIXTURES = frozenset({"assistant", "browser", "fake_graph", "echo", "cluster"})
 
 
@@ -165,6 +163,13 @@ def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
+
+# --- the running assistant ------------------------------------------------------------
+
+#: Debian's Chromium, driven by Playwright (`make test` installs it when missing).
+CHROMIUM = os.environ.get("CHROMIUM") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
 
 @pytest.fixture
 async def browser():

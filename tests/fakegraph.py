@@ -60,7 +60,7 @@ class FakeGraph:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v21.0"
 
-    def start(self) -> "FakeGraph":
+    def start(self) -> FakeGraph:
         self.thread.start()
         return self
 

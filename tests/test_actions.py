@@ -7,8 +7,6 @@ send and what they wrote to the store.
 
 from __future__ import annotations
 
-import datetime as dt
-from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 import pytest
@@ -19,16 +17,17 @@ from sqlalchemy import func, select
 
 from actions.address import ActionSubmitAddress, ValidateAddressForm
 from actions.claims import ActionSubmitClaim, ValidateClaimForm
+from actions.context import ActionContext, use_context
 from actions.handoff import ActionAffirm, ActionFallback, ActionHandoff
 from actions.jobs import ActionContinueJob
 from actions.verification import ActionRouteJob, ValidateVerifyForm
-from actions.context import ActionContext, use_context
 from bot.store import db
 from bot.store.models import AddressChangeRequest, AuditLog, Handoff, Resolution, VerificationAttempt
 from bot.store.queries import get_order
-from tests.helpers.rasa import rendered
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers.rasa import rendered
+from .helpers.servers import ROOT
+
 DOMAIN = yaml.safe_load((ROOT / "domain.yml").read_text())
 
 

@@ -14,13 +14,11 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from bot.console import accounts
-from bot.console import queue
-from bot.console import views
-from bot.store import db
+from bot.console import accounts, queue, views
 from bot.console.accounts import AgentError, SignedIn
 from bot.console.queue import AlreadyTaken, HandoffNotFound, NotYours
 from bot.services.handoff import online_agents, open_handoff
+from bot.store import db
 from bot.store.models import Agent, AgentSession, AuditLog, Customer, Handoff, Order, Shipment, TrackingEvent
 from bot.store.queries import carriers_by_code, sync_carriers
 
@@ -264,21 +262,21 @@ def test_agents_claiming_at_the_same_moment_get_one_winner(engine):
     """Four agents click Claim on the same conversation at once: exactly one of them gets it."""
     with db.session_factory(engine)() as session:
         team = [add_agent(session, f"agent{n}", f"Agent {n}") for n in range(4)]
+
+    def click(agent: SignedIn, start: threading.Barrier, handoff_id: int, outcomes: list) -> None:
+        start.wait()
+        try:
+            with db.session_scope(engine) as session:
+                queue.claim(session=session, handoff_id=handoff_id, agent=agent, now=T0)
+            outcomes.append(("won", agent.agent_id))
+        except AlreadyTaken:
+            outcomes.append(("lost", agent.agent_id))
+
     for round_ in range(5):
         with db.session_factory(engine)() as session:
             handoff_id = add_handoff(session, f"race-{round_}")
         start, outcomes = threading.Barrier(len(team)), []
-
-        def click(agent: SignedIn) -> None:
-            start.wait()
-            try:
-                with db.session_scope(engine) as session:
-                    queue.claim(session=session, handoff_id=handoff_id, agent=agent, now=T0)
-                outcomes.append(("won", agent.agent_id))
-            except AlreadyTaken:
-                outcomes.append(("lost", agent.agent_id))
-
-        threads = [threading.Thread(target=click, args=(agent,)) for agent in team]
+        threads = [threading.Thread(target=click, args=(agent, start, handoff_id, outcomes)) for agent in team]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -339,7 +337,8 @@ def test_the_detail_has_the_order_its_shipments_and_their_scans_newest_first(ses
                   currency="EUR")
     shipment = Shipment(order=order, carrier=carriers_by_code(session=session)["dhl"], tracking_number="JVGL7001",
                         status="in_transit", shipped_at=T0 - dt.timedelta(days=5))
-    for n, (code, text, status) in enumerate([("PU", "Picked up", "in_transit"), ("AR", "Arrived at hub", "in_transit")]):
+    scans = [("PU", "Picked up", "in_transit"), ("AR", "Arrived at hub", "in_transit")]
+    for n, (code, text, status) in enumerate(scans):
         shipment.events.append(TrackingEvent(event_key=f"k{n}", occurred_at=T0 - dt.timedelta(days=5 - n),
                                              raw_code=code, raw_text=text, location="Utrecht", status=status))
     session.add_all([order, shipment])

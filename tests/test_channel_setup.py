@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.store import db
-from bot.serving.channels import CONNECTORS, effective_credentials, enabled_channels, write_credentials
 from bot.config import SettingsError, load_settings
+from bot.serving.channels import CONNECTORS, effective_credentials, enabled_channels, write_credentials
+from bot.store import db
 from bot.store.inbox import KEEP_FOR, first_delivery, forget_old_deliveries
 
-from .conftest import CHANNEL_ENV
+from .helpers.servers import CHANNEL_ENV
 
 NO_FILE = Path("/nonexistent/.env")
 WHATSAPP = {k: v for k, v in CHANNEL_ENV.items() if k.startswith("WHATSAPP_")}
@@ -48,7 +48,8 @@ def test_a_half_configured_channel_is_refused_naming_what_is_missing(environ, mi
 def test_production_refuses_placeholder_channel_secrets():
     """'change-me' is not an app secret."""
     with pytest.raises(SettingsError, match="MESSENGER_APP_SECRET"):
-        load(BOT_ENV="production", RASA_AUTH_TOKEN="a-real-token-123", **{**MESSENGER, "MESSENGER_APP_SECRET": "change-me"})
+        load(BOT_ENV="production", RASA_AUTH_TOKEN="a-real-token-123",
+             **{**MESSENGER, "MESSENGER_APP_SECRET": "change-me"})
 
 
 @pytest.mark.parametrize("origins, ok", [

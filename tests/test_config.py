@@ -11,7 +11,8 @@ import pytest
 
 from bot.config import SettingsError, env_variable_names, load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers.servers import ROOT
+
 NO_FILE = Path("/nonexistent/.env")
 
 
@@ -92,6 +93,7 @@ def test_env_example_lists_every_setting():
     assert load_settings(environ={}, env_file=ROOT / ".env.example") == load()
 
 
+@pytest.mark.slow  # runs `python -m bot check-settings`
 def test_cli_refuses_to_start_on_a_bad_setting():
     """The commands exit with status 2 and the message, not a traceback."""
     result = subprocess.run([sys.executable, "-m", "bot", "check-settings"], cwd=ROOT, capture_output=True,

@@ -435,7 +435,8 @@ def test_a_restart_mid_handoff_keeps_the_queue_the_claim_the_login_and_the_trans
         client = Console(bot.console_url).logged_in(make_agent(bot.database_url, "Robin de Wit"))
         handoff = client.waiting_for(claimed_sender)
         assert client.post(f"/api/handoffs/{handoff['id']}/claim").status_code == 200
-        assert client.post(f"/api/handoffs/{handoff['id']}/reply", {"text": "I'm sorry, let me check"}).status_code == 200
+        answer = client.post(f"/api/handoffs/{handoff['id']}/reply", {"text": "I'm sorry, let me check"})
+        assert answer.status_code == 200
         before = client.detail(handoff["id"])["transcript"]
 
         assert bot.stop() == 0

