@@ -33,7 +33,7 @@ test: setup $(MODEL) browser ## set everything up and run the whole test suite
 check: $(INSTALLED) ## lint, type-check and run the fast tests (no servers, no browser; under a minute)
 	$(VENV)/bin/ruff check bot actions connectors tools tests
 	$(VENV)/bin/mypy
-	$(PYTHON) -m pytest -m "not slow" -q
+	$(PYTHON) -m pytest -m "not slow" -q -n auto
 
 # The browser tests drive Debian's Chromium (no browser download).
 CHROMIUM ?= /usr/bin/chromium

@@ -9,7 +9,7 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.orm import Session
 
-from actions.common import latest_intent, polite_failure
+from actions.common import UNPROVEN, latest_intent, polite_failure, still_verified
 from actions.context import context
 from actions.jobs import ADDRESS_SLOTS, Reply
 from bot.domain.enums import AddressMode, HandoffReason
@@ -118,6 +118,8 @@ class ActionAskAddressConfirmed(Action):
         number = tracker.get_slot("verified_order") or ""
 
         def current(session: Session) -> tuple:
+            if not still_verified(session, tracker.sender_id, number):
+                return ("?", "")
             order = get_order(session=session, number=number)
             return (address.describe(address.current_address(order)), order.ship_name) if order else ("?", "")
 
@@ -144,6 +146,10 @@ class ActionSubmitAddress(Action):
         ctx = context()
 
         def submit(session: Session) -> Reply:
+            if not still_verified(session, tracker.sender_id, number):
+                reply = Reply().say("utter_verification_needed")
+                reply.events += UNPROVEN
+                return reply
             order = get_order(session=session, number=number)
             if order is None:
                 raise LookupError(f"verified order {number} disappeared")

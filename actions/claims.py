@@ -10,7 +10,7 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.orm import Session
 
-from actions.common import entity, latest_text, polite_failure
+from actions.common import UNPROVEN, entity, latest_text, polite_failure, still_verified
 from actions.context import context
 from actions.jobs import Reply
 from bot.domain.enums import ClaimOutcome, ResolutionKind
@@ -66,6 +66,10 @@ class ActionSubmitClaim(Action):
         ctx = context()
 
         def settle(session: Session) -> Reply:
+            if not still_verified(session, tracker.sender_id, number):
+                reply = Reply().say("utter_verification_needed")
+                reply.events += UNPROVEN
+                return reply
             order = get_order(session=session, number=number)
             if order is None:
                 raise LookupError(f"verified order {number} disappeared")
@@ -77,5 +81,6 @@ class ActionSubmitClaim(Action):
             response, wording = claims.next_steps(resolution)
             return Reply().say(response, **wording).say("utter_anything_else")
 
-        (await ctx.store(settle)).send(dispatcher)
-        return reset
+        reply = await ctx.store(settle)
+        reply.send(dispatcher)
+        return reset + reply.events

@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Set
 from rasa_sdk import Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy.orm import Session
 
 from actions.context import context
 from bot.config import Settings
@@ -17,6 +18,7 @@ from bot.domain.enums import HandoffReason, Job
 from bot.services.handoff import record_helpdesk_status
 from bot.services.handoff import transcript as conversation_lines
 from bot.services.helpdesk import post_handoff
+from bot.services.verification import is_verified
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,33 @@ JOBS = {
     "change_address": Job.ADDRESS,
     "refund_or_reship": Job.CLAIM,
 }
+
+
+def still_verified(session: Session, conversation_id: str, number: Optional[str]) -> bool:
+    """Whether the store holds a live verification of `number` for this conversation (and keep it alive).
+
+    The `verified_order` slot only says which order the conversation is about:
+    whoever can write to a tracker can set it, so every action that reveals or
+    changes an order asks the store.
+    """
+    if not number:
+        return False
+    ctx = context()
+    return is_verified(session=session, conversation_id=conversation_id, order_number=number, now=ctx.now(),
+                       ttl_minutes=ctx.settings.verification_ttl_minutes)
+
+
+async def proven_order(tracker: Tracker) -> Optional[str]:
+    """The `verified_order` slot's order if the store confirms it for this conversation, else None."""
+    number = tracker.get_slot("verified_order")
+    if not number:
+        return None
+    proven = await context().store(lambda session: still_verified(session, tracker.sender_id, number))
+    return number if proven else None
+
+
+#: What forgets an order that is no longer proven, so the next question asks for proof again.
+UNPROVEN = [SlotSet("verified_order", None), SlotSet("identity_proof", None)]
 
 
 def latest_text(tracker: Tracker) -> str:

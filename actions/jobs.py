@@ -10,7 +10,7 @@ from rasa_sdk.events import ConversationPaused, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.orm import Session
 
-from actions.common import polite_failure, send_to_helpdesk, transcript
+from actions.common import UNPROVEN, polite_failure, send_to_helpdesk, still_verified, transcript
 from actions.context import context
 from bot.domain.enums import AddressMode, ClaimOutcome, ClaimReason, HandoffReason, Job
 from bot.services import address, claims
@@ -44,6 +44,16 @@ class Reply:
             dispatcher.utter_message(**message)
 
 
+def said_this_turn(tracker: Tracker, responses: Any) -> bool:
+    """Whether one of `responses` was already sent since the shopper's latest message."""
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            return False
+        if event.get("event") == "bot" and (event.get("metadata") or {}).get("utter_action") in responses:
+            return True
+    return False
+
+
 async def hand_off(dispatcher: CollectingDispatcher, tracker: Tracker, reason: str) -> List[EventType]:
     """Record the handoff, tell the shopper when a person will answer, and pause the bot.
 
@@ -55,12 +65,15 @@ async def hand_off(dispatcher: CollectingDispatcher, tracker: Tracker, reason: s
     ctx = context()
     config, moment = ctx.settings, ctx.now()
     lines = transcript(tracker)
+    claimed = tracker.get_slot("verified_order")
 
     def record(session: Session) -> Any:
+        # Only an order the store says this conversation proved goes to the agent as "verified".
+        order_number = claimed if still_verified(session, tracker.sender_id, claimed) else None
         handoff, created = open_handoff(
             session=session, conversation_id=tracker.sender_id,
             channel=tracker.get_latest_input_channel() or "rest", reason=reason,
-            order_number=tracker.get_slot("verified_order"), transcript=lines,
+            order_number=order_number, transcript=lines,
             settings=config, now=moment, helpdesk=bool(config.helpdesk_url))
         when = availability(session=session, settings=config, now=moment)
         copy = helpdesk_payload(handoff) if created and config.helpdesk_url else None
@@ -92,22 +105,31 @@ class ActionContinueJob(Action):
 async def continue_job(dispatcher: CollectingDispatcher, tracker: Tracker) -> List[EventType]:
     """The job in `pending_job` for the order in `verified_order`."""
     if tracker.get_slot("locked_out"):
-        return [SlotSet("pending_job", None)] + await hand_off(dispatcher, tracker, HandoffReason.LOCKED_OUT)
+        # Offered, not opened: a stranger locking a conversation must not fill the agents' queue.
+        # On a later question the shopper is told again why nothing is checked.
+        if not said_this_turn(tracker, ("utter_locked_out", "utter_proof_email_paused")):
+            dispatcher.utter_message(response="utter_locked_out")
+        dispatcher.utter_message(response="utter_offer_human")
+        return [SlotSet("pending_job", None), SlotSet("handoff_reason", HandoffReason.LOCKED_OUT.value)]
     number = tracker.get_slot("verified_order")
     if not number:
         return []
     job = tracker.get_slot("pending_job") or Job.STATUS
     claim_reason = tracker.get_slot("claim_reason")
-    reply = await context().store(lambda session: _job_reply(session, number, job, claim_reason))
+    reply = await context().store(lambda session: _job_reply(session, tracker.sender_id, number, job, claim_reason))
     reply.send(dispatcher)
     if reply.hand_off:
         return reply.events + await hand_off(dispatcher, tracker, reply.hand_off)
     return reply.events
 
 
-def _job_reply(session: Session, number: str, job: str, claim_reason: Optional[str]) -> Reply:
+def _job_reply(session: Session, conversation_id: str, number: str, job: str, claim_reason: Optional[str]) -> Reply:
     ctx = context()
     config, moment = ctx.settings, ctx.now()
+    if not still_verified(session, conversation_id, number):
+        reply = Reply().say("utter_verification_needed")
+        reply.events += UNPROVEN
+        return reply
     order = get_order(session=session, number=number)
     if order is None:
         raise LookupError(f"verified order {number} disappeared")
@@ -168,6 +190,8 @@ class ActionStatusDigression(Action):
         ctx = context()
 
         def answer(session: Session) -> List[str]:
+            if not still_verified(session, tracker.sender_id, number):
+                return []
             order = get_order(session=session, number=number)
             return status_messages(order, ctx.settings, ctx.now()) if order is not None else []
 

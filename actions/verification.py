@@ -9,7 +9,7 @@ from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import JOBS, entity, latest_intent, latest_text, polite_failure
+from actions.common import JOBS, entity, latest_intent, latest_text, polite_failure, proven_order
 from actions.context import context
 from bot.domain.enums import ClaimReason, HandoffReason, Job, VerifyResult
 from bot.domain.parsing import (
@@ -47,14 +47,17 @@ class ActionRouteJob(Action):
         text = latest_text(tracker) if not latest_text(tracker).startswith("/") else ""
         details = find_details(text, context().settings.order_number_prefix, loose=True)
         reference = details.order_number or details.tracking_number
-        verified = tracker.get_slot("verified_order")
+        claimed = tracker.get_slot("verified_order")
+        verified = await proven_order(tracker)  # the store decides, not the slot
         if verified and (reference is None or reference == verified):
             return events  # the verify form finds nothing to ask and the job goes on
+        if claimed and not verified and reference in (None, claimed):
+            dispatcher.utter_message(response="utter_check_again")  # lapsed, or a new session
         # A new or unverified order: collect what this message already says, ask for the rest.
         # A second question while the check is under way ("why is it late?" before the
         # proof came) keeps the order number already given: nothing is verified by it.
         if reference is None and not verified:
-            reference = tracker.get_slot("order_number") or None
+            reference = tracker.get_slot("order_number") or claimed or None
         events += [SlotSet("verified_order", None), SlotSet("identity_proof", None),
                    SlotSet("order_number", reference)]
         proof = details.email or details.postcode
@@ -109,7 +112,9 @@ class ValidateVerifyForm(FormValidationAction):
         if email:
             return {"identity_proof": email}
         if tracker.get_slot("requested_slot") == "identity_proof":
-            postcode = find_postcode(text)
+            # The digits of an order number written as one ("where is WS-1004?") are not a postcode.
+            number = find_order_number(text, context().settings.order_number_prefix)
+            postcode = find_postcode(text, exclude=number)
             if postcode:
                 return {"identity_proof": postcode}
             if text.strip() and latest_intent(tracker) not in JOBS:
@@ -159,9 +164,13 @@ class ValidateVerifyForm(FormValidationAction):
         if outcome.result == VerifyResult.VERIFIED:
             dispatcher.utter_message(response="utter_verified")
             return {"order_number": reference, "identity_proof": proof, "verified_order": outcome.order_number}
-        if outcome.result == VerifyResult.LOCKED:
-            dispatcher.utter_message(response="utter_locked_out")
+        if outcome.result in (VerifyResult.LOCKED, VerifyResult.EMAIL_PAUSED):
+            dispatcher.utter_message(response="utter_locked_out" if outcome.result == VerifyResult.LOCKED
+                                     else "utter_proof_email_paused")
             return {"locked_out": True, "order_number": None, "identity_proof": None, "requested_slot": None}
+        if outcome.result == VerifyResult.POSTCODE_PAUSED:
+            dispatcher.utter_message(response="utter_proof_need_email")
+            return {"identity_proof": None}
         dispatcher.utter_message(response="utter_proof_mismatch")
         return {"order_number": None, "identity_proof": None}
 

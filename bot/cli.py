@@ -21,7 +21,7 @@ import getpass
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from bot.config import Settings, SettingsError, get_settings
 from bot.domain.clock import utcnow
@@ -35,11 +35,47 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+#: Secrets setup writes to .env when neither the environment nor .env has a usable one.
+GENERATED_SECRETS = ("RASA_AUTH_TOKEN", "ACTION_SERVER_TOKEN")
+
+
+def ensure_secrets(env_file: Path, environ: Optional[Dict[str, str]] = None) -> List[str]:
+    """Write a random value for each missing or placeholder secret to `env_file`; returns the names written.
+
+    A value set in the process environment is left alone (it wins over .env
+    anyway); the file is created readable by its owner only.
+    """
+    import os
+    import secrets
+
+    from dotenv import dotenv_values, set_key
+
+    from bot.config import weak_secret
+
+    environ = dict(os.environ) if environ is None else environ
+    existing = dotenv_values(env_file) if env_file.is_file() else {}
+    written = []
+    for name in GENERATED_SECRETS:
+        if environ.get(name, "").strip():
+            continue
+        if not weak_secret(existing.get(name) or ""):
+            continue
+        if not env_file.exists():
+            env_file.touch(mode=0o600)
+        set_key(str(env_file), name, secrets.token_urlsafe(32), quote_mode="never")
+        written.append(name)
+    return written
+
+
 def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.config import PROJECT_ROOT
     from bot.store import db
     from bot.store.demo import demo_is_stale, seed_demo
     from bot.store.queries import count_orders, sync_carriers
 
+    written = ensure_secrets(PROJECT_ROOT / ".env")
+    if written:
+        print(f"Wrote new random {' and '.join(written)} to .env.")
     db.migrate()
     now = utcnow()
     with db.session_scope() as session:
@@ -70,6 +106,8 @@ def cmd_seed_demo(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_demo_orders(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from bot.store import db
     from bot.store.demo import showcase
 
@@ -78,6 +116,11 @@ def cmd_demo_orders(settings: Settings, args: argparse.Namespace) -> int:
             rows = showcase(session=session, settings=settings, now=utcnow())
         except LookupError as exc:
             print(str(exc), file=sys.stderr)
+            return 1
+        except SQLAlchemyError as exc:
+            print(f"The store at {_safe_url(settings.database_url)} cannot list demo orders "
+                  f"({exc.__class__.__name__}); run `python -m bot setup` first, with the same DATABASE_URL.",
+                  file=sys.stderr)
             return 1
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -112,8 +155,13 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check_settings(settings: Settings, _args: argparse.Namespace) -> int:
+    """Valid settings exit 0; in production, anything unsafe is listed and exits 1."""
     print(f"Settings are valid ({settings.env}); store at {_safe_url(settings.database_url)}.")
-    return 0
+    unsafe = settings.unsafe_for_production()
+    if unsafe:
+        heading = "Unsafe for production:" if settings.env == "production" else "Before going to production, fix:"
+        print(heading + "\n" + "\n".join(f"  - {line}" for line in unsafe))
+    return 1 if settings.env == "production" and unsafe else 0
 
 
 def _start(settings: Settings, what: str) -> int:
@@ -235,6 +283,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from bot.domain import redaction
+
+    redaction.install()  # the runner's and the console's log lines are masked like the servers'
     args = parser().parse_args(argv)
     try:
         settings = get_settings()

@@ -23,8 +23,20 @@ from bot.domain.policy import Policy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-#: Secrets that ship in `.env.example`; refused outside development.
+#: Secrets that ship in `.env.example` or older examples; refused wherever they would protect something.
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "dev-token-change-me"})
+#: `secrets.token_urlsafe(32)` gives 43 characters; anything shorter than this is guessable.
+MIN_SECRET_CHARS = 32
+
+
+def weak_secret(value: str) -> bool:
+    """A placeholder, or too short to resist guessing."""
+    return value.strip().lower() in PLACEHOLDER_SECRETS or len(value.strip()) < MIN_SECRET_CHARS
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this machine only."""
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
 
 
 #: Meta's Graph API, which WhatsApp Cloud and the Messenger Send API are part of.
@@ -53,9 +65,18 @@ class Settings(BaseModel):
     order_number_prefix: str = "WS-"
     rasa_host: str = "127.0.0.1"
     rasa_port: int = Field(default=5005, ge=1, le=65535)
+    action_host: str = "127.0.0.1"
     action_port: int = Field(default=5055, ge=1, le=65535)
-    rasa_auth_token: str = "dev-token-change-me"
-    rasa_cors_origins: str = "*"
+    #: Protects the Rasa HTTP API; `python -m bot setup` writes a random one to .env.
+    rasa_auth_token: str = ""
+    #: Every call from the Rasa server to the action server carries it; setup writes one to .env.
+    action_server_token: str = ""
+    #: Empty: browsers may call the Rasa HTTP API only from the assistant's own pages.
+    rasa_cors_origins: str = ""
+    #: The REST channel in production: off unless set, and then it needs `Authorization: Bearer`.
+    rest_token: str = ""
+    #: A verified order stays verified this long without a message about it.
+    verification_ttl_minutes: int = Field(default=30, ge=1, le=24 * 60)
     rasa_endpoints: str = "endpoints.yml"
     rasa_credentials: str = "credentials.yml"
     # Channels.  A channel is switched on by setting all of its secrets.
@@ -124,8 +145,34 @@ class Settings(BaseModel):
 
     @validator("rasa_auth_token", always=True)
     def _token(cls, value: str, values: Dict[str, object]) -> str:
-        if values.get("env") == "production" and value.strip().lower() in PLACEHOLDER_SECRETS:
-            raise ValueError("set a real secret in production (it protects the Rasa HTTP API)")
+        exposed = values.get("env") == "production" or not is_loopback(str(values.get("rasa_host", "")))
+        if exposed and weak_secret(value):
+            raise ValueError(f"a random secret of at least {MIN_SECRET_CHARS} characters is needed in production "
+                             "or when RASA_HOST is not loopback (`python -m bot setup` writes one to .env)")
+        return value
+
+    @validator("action_server_token", always=True)
+    def _action_token(cls, value: str, values: Dict[str, object]) -> str:
+        exposed = values.get("env") == "production" or not is_loopback(str(values.get("action_host", "")))
+        if exposed and weak_secret(value):
+            raise ValueError(f"a random secret of at least {MIN_SECRET_CHARS} characters is needed in production "
+                             "or when ACTION_HOST is not loopback (`python -m bot setup` writes one to .env)")
+        return value
+
+    @validator("rest_token", always=True)
+    def _rest_token(cls, value: str, values: Dict[str, object]) -> str:
+        if value and weak_secret(value):
+            raise ValueError(f"use a random secret of at least {MIN_SECRET_CHARS} characters, or leave it empty")
+        return value
+
+    @validator("rasa_cors_origins")
+    def _cors(cls, value: str, values: Dict[str, object]) -> str:
+        origins = [part.strip() for part in value.split(",") if part.strip()]
+        if "*" in origins and values.get("env") == "production":
+            raise ValueError("'*' lets every web page call the Rasa HTTP API; list the origins that need it")
+        for origin in origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin such as https://shop.example.com (no path)")
         return value
 
     @validator("widget_origins")
@@ -198,7 +245,28 @@ class Settings(BaseModel):
 
     @property
     def action_endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.action_port}/webhook"
+        host = "127.0.0.1" if self.action_host in ("0.0.0.0", "::") else self.action_host
+        return f"http://{host}:{self.action_port}/webhook"
+
+    def unsafe_for_production(self) -> List[str]:
+        """What would be unsafe if these settings served real shoppers (`check-settings` lists it)."""
+        found = []
+        if weak_secret(self.rasa_auth_token):
+            found.append("RASA_AUTH_TOKEN is missing, a placeholder or shorter than 32 characters")
+        if weak_secret(self.action_server_token):
+            found.append("ACTION_SERVER_TOKEN is missing, a placeholder or shorter than 32 characters")
+        if "*" in self.rasa_cors_origins:
+            found.append("RASA_CORS_ORIGINS is '*': any web page may call the Rasa HTTP API")
+        if "*" in self.widget_origin_list:
+            found.append("WIDGET_ORIGINS is '*': any web page may open the widget's socket")
+        if not is_loopback(self.action_host):
+            found.append(f"ACTION_HOST is {self.action_host}: the action server is reachable from other machines "
+                         "(keep it on a private network)")
+        if self.database_url.startswith("sqlite"):
+            found.append("DATABASE_URL is SQLite: use PostgreSQL for a shop's real orders")
+        if self.env != "production":
+            found.append(f"BOT_ENV is {self.env}: production checks are off")
+        return found
 
     def path(self, relative: str) -> Path:
         """Resolve a path setting against the project root."""

@@ -22,6 +22,7 @@ being logged while the conversation carries on.  What is Messenger's own:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Iterable, List
 import httpx
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 
-from connectors import TEXT_ONLY_NOTE
+from connectors import TEXT_ONLY_NOTE, scoped, unscoped
 from connectors.meta import (
     SEND_ATTEMPTS,
     SEND_BACKOFF,
@@ -40,6 +41,7 @@ from connectors.meta import (
     MalformedWebhook,
     MetaWebhookInput,
     appsecret_proof,
+    delivery_from_json,
     describe_answer,
     describe_error,
     require_settings,
@@ -102,6 +104,22 @@ class Inbound:
     def shopper_id(self) -> str:
         """The sender's PSID: their events are handled in order."""
         return self.sender_id
+
+    def to_json(self) -> Dict[str, Any]:
+        """The event as stored before Meta gets its 200, to run its turn again after a restart."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Inbound:
+        """An event stored by :meth:`to_json`.
+
+        Raises:
+            ValueError: `data` is not such an event.
+        """
+        event = delivery_from_json(cls, data)
+        if not event.sender_id or not event.kind or not event.delivery_id or event.text is None:
+            raise ValueError("the stored event has no sender, type, id or text")
+        return event
 
 
 def _message(event: Dict[str, Any]) -> Dict[str, Any]:
@@ -197,9 +215,11 @@ def parse_webhook(payload: Any) -> List[Inbound]:
     """Every event of every entry that needs a turn, in the order Meta sent them.
 
     Raises:
-        MalformedWebhook: when the body is not a Page webhook at all; single events
-            that cannot be used are skipped (with a log line) instead, so one
-            odd event does not make Meta re-deliver the whole batch forever.
+        MalformedWebhook: when the body is not a Page webhook at all (not an
+            object, another product's, or without a list of entries).  An entry
+            or event that cannot be used is skipped with a log line instead, so
+            one odd event does not make Meta re-deliver the whole batch, the
+            good events with it, for days.
     """
     if not isinstance(payload, dict):
         raise MalformedWebhook("the body is not a JSON object")
@@ -209,18 +229,20 @@ def parse_webhook(payload: Any) -> List[Inbound]:
     if not isinstance(entries, list):
         raise MalformedWebhook("entry is not a list")
     found: List[Inbound] = []
-    for entry in entries:
+    for e, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise MalformedWebhook("an entry is not an object")
+            logger.warning("messenger: skipped entry[%d] of a webhook: not an object", e)
+            continue
         events = entry.get("messaging")
         if events is None:
             continue  # "standby" (another app owns the thread) or other fields
         if not isinstance(events, list):
-            raise MalformedWebhook("entry.messaging is not a list")
+            logger.warning("messenger: skipped entry[%d] of a webhook: messaging is not a list", e)
+            continue
         page_id = _id(entry.get("id"))
-        for event in events:
+        for m, event in enumerate(events):
             if not isinstance(event, dict):
-                logger.warning("messenger: skipped a messaging event that is not an object")
+                logger.warning("messenger: skipped entry[%d].messaging[%d] of a webhook: not an object", e, m)
                 continue
             inbound = _inbound(event, page_id)
             if inbound is not None:
@@ -432,6 +454,9 @@ class MessengerOutput(OutputChannel):
     async def _post(self, body: Dict[str, Any], *, attempts: Optional[int] = None,
                     timeout: Optional[httpx.Timeout] = None) -> bool:
         """POST `body` to /me/messages with retries; False (and a log line) when it failed for good."""
+        if isinstance(body.get("recipient"), dict) and body["recipient"].get("id"):
+            # Rasa addresses the conversation; the Send API wants the bare page-scoped id.
+            body = {**body, "recipient": {**body["recipient"], "id": unscoped(CHANNEL, str(body["recipient"]["id"]))}}
         recipient = body.get("recipient", {}).get("id")
         tries = attempts or self._graph.attempts
         try:
@@ -465,16 +490,16 @@ class MessengerInput(MetaWebhookInput[Inbound]):
         app_secret: the app's secret; every POST must be signed with it.
         page_access_token: the Page's token, for the replies.
         api_base_url: Graph's base URL with the version.
-        engine: the store that remembers delivered message ids (the configured
-            one by default).
+        engine: the store that keeps the messages (the configured one by default).
         typing_indicator: show "typing..." while a turn runs.
+        options: lease, sweep interval and drain timeout, see :class:`MetaWebhookInput`.
     """
 
     CHANNEL_NAME = CHANNEL
 
     def __init__(self, *, verify_token: str, app_secret: str, page_access_token: str, api_base_url: str,
-                 engine: Optional[Engine] = None, typing_indicator: bool = True) -> None:
-        super().__init__(verify_token=verify_token, app_secret=app_secret, engine=engine)
+                 engine: Optional[Engine] = None, typing_indicator: bool = True, **options: Any) -> None:
+        super().__init__(verify_token=verify_token, app_secret=app_secret, engine=engine, **options)
         self.page_access_token = page_access_token
         self.api_base_url = api_base_url
         self.typing_indicator = typing_indicator
@@ -521,6 +546,10 @@ class MessengerInput(MetaWebhookInput[Inbound]):
         """
         return parse_webhook(payload)
 
+    def delivery_from_json(self, data: Any) -> Inbound:
+        """An event stored before a restart, to run its turn now."""
+        return Inbound.from_json(data)
+
     async def aclose(self) -> None:
         """Close the shared HTTP client."""
         if self._client is not None:
@@ -535,7 +564,7 @@ class MessengerInput(MetaWebhookInput[Inbound]):
             return
         if self.typing_indicator:
             await output.send_typing(event.sender_id)
-        message = UserMessage(event.text, output, event.sender_id, input_channel=CHANNEL,
+        message = UserMessage(event.text, output, scoped(CHANNEL, event.sender_id), input_channel=CHANNEL,
                               message_id=event.message_id, metadata={"page_id": event.page_id, "kind": event.kind})
         try:
             await on_new_message(message)

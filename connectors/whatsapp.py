@@ -10,7 +10,9 @@ API retries are shared with Messenger in :mod:`connectors.meta`.  What is
 WhatsApp's own lives here:
 
 * status callbacks and message types the assistant cannot read never start a
-  turn; media, locations and the like get a short note asking for text;
+  turn; media, locations and the like get a short note asking for text; a
+  message (or entry, or change) of the wrong shape is skipped with a log line
+  and the rest of the batch is answered;
 * messages from a number this channel does not serve are ignored, since the
   answer could not go out from it;
 * Rasa buttons become reply buttons (up to three) or a list (up to ten rows),
@@ -22,6 +24,7 @@ WhatsApp's own lives here:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections import OrderedDict
@@ -32,13 +35,14 @@ import httpx
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 
 from bot.config import CHANNEL_SECRETS, Settings, get_settings
-from connectors import TEXT_ONLY_NOTE
+from connectors import TEXT_ONLY_NOTE, scoped, unscoped
 from connectors.meta import (
     SEND_ATTEMPTS,
     SEND_BACKOFF,
     GraphClient,
     MalformedWebhook,
     MetaWebhookInput,
+    delivery_from_json,
     describe_answer,
     describe_error,
     require_settings,
@@ -108,6 +112,22 @@ class Inbound:
         """Meta's message id, which a re-delivery repeats."""
         return self.message_id
 
+    def to_json(self) -> Dict[str, Any]:
+        """The message as stored before Meta gets its 200, to run its turn again after a restart."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Inbound:
+        """A message stored by :meth:`to_json`.
+
+        Raises:
+            ValueError: `data` is not such a message.
+        """
+        message = delivery_from_json(cls, data)
+        if not message.message_id or not message.wa_id or not message.kind:
+            raise ValueError("the stored message has no id, sender or type")
+        return message
+
     def metadata(self) -> Dict[str, Any]:
         """What the tracker keeps about where the message came from."""
         found = {"channel": CHANNEL, "wa_id": self.wa_id, "message_id": self.message_id, "type": self.kind,
@@ -116,19 +136,9 @@ class Inbound:
         return {key: value for key, value in found.items() if value is not None}
 
 
-def _list_of(container: Mapping[str, Any], key: str, where: str, required: bool = False) -> List[Any]:
-    value = container.get(key)
-    if value is None and not required:
-        return []
-    if not isinstance(value, list):
-        raise MalformedWebhook(f"{where}.{key} is not a list")
-    return value
-
-
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise MalformedWebhook(f"{where} is not an object")
-    return value
+def _skip(where: str, reason: str) -> None:
+    """Log a part of a webhook that is left out: the rest of the batch is still answered."""
+    logger.warning("whatsapp: skipped %s of a webhook: %s", where, reason)
 
 
 def _part(container: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -158,45 +168,84 @@ def parse_webhook(payload: Any) -> List[Inbound]:
     """Every shopper message of a webhook body, in the order Meta sent them.
 
     Status callbacks, other webhook fields and message types nobody expects an
-    answer to (reactions, system notices) give nothing.
+    answer to (reactions, system notices) give nothing.  A part of the body
+    that cannot be read (an entry, a change or a message of the wrong shape, a
+    message without id or sender) is skipped with a log line: refusing the
+    whole body would make Meta deliver its good messages again, with the bad
+    one, for days, and none would ever be answered.
 
     Raises:
-        MalformedWebhook: the body is not shaped like a Cloud API webhook.
+        MalformedWebhook: the body itself is not a Cloud API webhook (not an
+            object, another product's, or without a list of entries).
     """
-    body = _mapping(payload, "body")
-    if body.get("object") != WEBHOOK_OBJECT:
-        raise MalformedWebhook(f"object is {body.get('object')!r}, not {WEBHOOK_OBJECT!r}")
+    if not isinstance(payload, Mapping):
+        raise MalformedWebhook("body is not an object")
+    if payload.get("object") != WEBHOOK_OBJECT:
+        raise MalformedWebhook(f"object is {payload.get('object')!r}, not {WEBHOOK_OBJECT!r}")
+    entries = payload.get("entry")
+    if not isinstance(entries, list):
+        raise MalformedWebhook("body.entry is not a list")
     found: List[Inbound] = []
-    for e, entry in enumerate(_list_of(body, "entry", "body", required=True)):
-        entry = _mapping(entry, f"entry[{e}]")
-        for c, change in enumerate(_list_of(entry, "changes", f"entry[{e}]")):
-            change = _mapping(change, f"entry[{e}].changes[{c}]")
+    for e, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            _skip(f"entry[{e}]", "not an object")
+            continue
+        changes = entry.get("changes")
+        if changes is None:
+            continue
+        if not isinstance(changes, list):
+            _skip(f"entry[{e}]", "changes is not a list")
+            continue
+        for c, change in enumerate(changes):
+            where = f"entry[{e}].changes[{c}]"
+            if not isinstance(change, Mapping):
+                _skip(where, "not an object")
+                continue
             if change.get("field") != "messages":
                 continue
-            where = f"entry[{e}].changes[{c}].value"
-            value = _mapping(change.get("value"), where)
-            metadata: Mapping[str, Any] = value["metadata"] if isinstance(value.get("metadata"), Mapping) else {}
-            names: Dict[str, Any] = {}
-            for contact in _list_of(value, "contacts", where):
-                if isinstance(contact, Mapping) and isinstance(contact.get("profile"), Mapping):
-                    names[str(contact.get("wa_id"))] = contact["profile"].get("name")
-            for m, message in enumerate(_list_of(value, "messages", where)):
-                message = _mapping(message, f"{where}.messages[{m}]")
-                message_id, wa_id = message.get("id"), message.get("from")
-                if not isinstance(message_id, str) or not message_id or not isinstance(wa_id, str) or not wa_id:
-                    raise MalformedWebhook(f"{where}.messages[{m}] has no id or no sender")
-                kind, text = _readable_text(message)
-                if text is None and kind not in ASK_FOR_TEXT:
-                    logger.debug("whatsapp: ignoring a %s message", kind or "typeless")
-                    continue
-                if text is not None and not text.strip():
-                    continue
-                found.append(Inbound(
-                    message_id=message_id, wa_id=wa_id, text=text.strip() if text is not None else None,
-                    kind=kind, profile_name=names.get(wa_id),
-                    phone_number_id=str(metadata["phone_number_id"]) if metadata.get("phone_number_id") else None,
-                    timestamp=str(message["timestamp"]) if message.get("timestamp") is not None else None,
-                ))
+            value = change.get("value")
+            if not isinstance(value, Mapping):
+                _skip(where, "value is not an object")
+                continue
+            found.extend(_messages(value, f"{where}.value"))
+    return found
+
+
+def _messages(value: Mapping[str, Any], where: str) -> List[Inbound]:
+    """The readable shopper messages of one ``messages`` change value."""
+    metadata: Mapping[str, Any] = value["metadata"] if isinstance(value.get("metadata"), Mapping) else {}
+    names: Dict[str, Any] = {}
+    contacts = value.get("contacts")
+    for contact in contacts if isinstance(contacts, list) else []:
+        if isinstance(contact, Mapping) and isinstance(contact.get("profile"), Mapping):
+            names[str(contact.get("wa_id"))] = contact["profile"].get("name")
+    messages = value.get("messages")
+    if messages is None:
+        return []
+    if not isinstance(messages, list):
+        _skip(where, "messages is not a list")
+        return []
+    found: List[Inbound] = []
+    for m, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            _skip(f"{where}.messages[{m}]", "not an object")
+            continue
+        message_id, wa_id = message.get("id"), message.get("from")
+        if not isinstance(message_id, str) or not message_id or not isinstance(wa_id, str) or not wa_id:
+            _skip(f"{where}.messages[{m}]", "no id or no sender")
+            continue
+        kind, text = _readable_text(message)
+        if text is None and kind not in ASK_FOR_TEXT:
+            logger.debug("whatsapp: ignoring a %s message", kind or "typeless")
+            continue
+        if text is not None and not text.strip():
+            continue
+        found.append(Inbound(
+            message_id=message_id, wa_id=wa_id, text=text.strip() if text is not None else None,
+            kind=kind, profile_name=names.get(wa_id) if isinstance(names.get(wa_id), str) else None,
+            phone_number_id=str(metadata["phone_number_id"]) if metadata.get("phone_number_id") else None,
+            timestamp=str(message["timestamp"]) if message.get("timestamp") is not None else None,
+        ))
     return found
 
 
@@ -337,6 +386,8 @@ class WhatsAppOutput(OutputChannel):
         conversation turn that produced it.  `best_effort` tries once and
         logs a failure as a warning, for extras such as read receipts.
         """
+        if message.get("to"):  # Rasa addresses the conversation; Meta wants the bare WhatsApp id
+            message = {**message, "to": unscoped(CHANNEL, str(message["to"]))}
         to = _masked(str(message["to"])) if message.get("to") else "WhatsApp"
         kind = message.get("type") or ("read receipt" if message.get("status") == "read" else "status")
         what = kind if best_effort else f"{kind} message"
@@ -402,16 +453,17 @@ class WhatsAppInput(MetaWebhookInput[Inbound]):
     CHANNEL_NAME = CHANNEL
 
     def __init__(self, verify_token: str, app_secret: str, output: WhatsAppOutput, *,
-                 engine: Optional[Engine] = None) -> None:
+                 engine: Optional[Engine] = None, **options: Any) -> None:
         """A channel for one business number.
 
         Args:
             verify_token: the token typed into Meta's webhook settings.
             app_secret: the Meta app's secret, which signs every webhook body.
             output: sends the answers; its phone number id is the only one served.
-            engine: the store that remembers delivered message ids (the configured one by default).
+            engine: the store that keeps the messages (the configured one by default).
+            options: lease, sweep interval and drain timeout, see :class:`MetaWebhookInput`.
         """
-        super().__init__(verify_token=verify_token, app_secret=app_secret, engine=engine)
+        super().__init__(verify_token=verify_token, app_secret=app_secret, engine=engine, **options)
         self.output = output
 
     @classmethod
@@ -439,6 +491,10 @@ class WhatsAppInput(MetaWebhookInput[Inbound]):
         """
         return [message for message in parse_webhook(payload) if self._serves(message)]
 
+    def delivery_from_json(self, data: Any) -> Inbound:
+        """A message stored before a restart, to run its turn now."""
+        return Inbound.from_json(data)
+
     async def aclose(self) -> None:
         """Close the sender's HTTP client."""
         await self.output.aclose()
@@ -459,7 +515,7 @@ class WhatsAppInput(MetaWebhookInput[Inbound]):
                 await self.output.send_text_message(message.wa_id, TEXT_ONLY_NOTE)
             else:
                 await on_new_message(UserMessage(
-                    message.text, self.output, message.wa_id, input_channel=CHANNEL,
+                    message.text, self.output, scoped(CHANNEL, message.wa_id), input_channel=CHANNEL,
                     message_id=message.message_id, metadata=message.metadata()))
         finally:
             await receipt

@@ -43,11 +43,14 @@ from sanic.response import HTTPResponse
 from socketio import AsyncServer
 
 from bot.config import get_settings
+from connectors import scoped, unscoped
 
 logger = logging.getLogger(__name__)
 
 #: Sent to the connection after each of its messages has been handled.
 TURN_DONE_EVT = "turn_done"
+#: The channel's name, and the prefix of its conversation ids.
+CHANNEL = "widget"
 
 #: The widget's own files (source in git) and its one npm dependency (installed by `make setup`).
 WIDGET_DIR = Path(__file__).resolve().parent.parent / "widget"
@@ -175,6 +178,10 @@ class WidgetOutput(SocketIOOutput):
     async def send_custom_json(self, recipient_id: Text, json_message: Dict[Text, Any], **kwargs: Any) -> None:
         """Pass a custom payload on as data; Rasa's version spreads it into ``emit``'s arguments."""
         await self._send_message(recipient_id, {"custom": json_message})
+
+    async def _send_message(self, socket_id: Text, response: Any) -> None:
+        # Rasa addresses the conversation ("widget:<session>"); the socket.io room is the bare session id.
+        await super()._send_message(unscoped(CHANNEL, socket_id), response)
 
 
 class WidgetInput(SocketIOInput):
@@ -352,7 +359,7 @@ class WidgetInput(SocketIOInput):
                 logger.warning("Widget connection %s sent %d characters (limit %d); ignored.",
                                sid, len(text), MAX_MESSAGE_CHARS)
                 return
-            message = UserMessage(text, WidgetOutput(sio), session_id, input_channel=self.name())
+            message = UserMessage(text, WidgetOutput(sio), scoped(CHANNEL, session_id), input_channel=self.name())
             try:
                 await on_new_message(message)
             finally:

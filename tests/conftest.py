@@ -31,6 +31,8 @@ from bot.store.models import Base
 from .helpers.servers import CHANNEL_ENV, MODEL, ROOT, Server, free_port
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+#: The action server token the suite's servers run with.
+ACTION_TOKEN = "suite-action-server-token-0123456789abcdef"
 # A Wednesday afternoon in the shop's time zone: every demo timeline is relative to it.
 NOW = dt.datetime(2026, 11, 18, 14, 30, tzinfo=dt.timezone.utc)
 BACKENDS = ("sqlite", "postgresql")
@@ -206,10 +208,12 @@ def assistant(tmp_path_factory, fake_graph):
     assert MODEL.is_file(), "no trained model: `make test` trains it first (or run `make train`)"
     tmp = tmp_path_factory.mktemp("assistant")
     endpoints = tmp / "endpoints.yml"
-    endpoints.write_text("action_endpoint:\n  url: ${ACTION_ENDPOINT_URL}\n")
+    endpoints.write_text("action_endpoint:\n  url: ${ACTION_ENDPOINT_URL}\n"
+                         "  headers:\n    Authorization: Bearer ${ACTION_SERVER_TOKEN}\n")
     env = {**os.environ, **CHANNEL_ENV,
            "DATABASE_URL": f"sqlite:///{tmp / 'store.db'}", "RASA_PORT": str(free_port()),
            "ACTION_PORT": str(free_port()), "CONSOLE_PORT": str(free_port()), "RASA_AUTH_TOKEN": "conv-token",
+           "ACTION_SERVER_TOKEN": ACTION_TOKEN,
            "RASA_ENDPOINTS": str(endpoints),
            "WHATSAPP_API_BASE_URL": fake_graph.url, "MESSENGER_API_BASE_URL": fake_graph.url}
     subprocess.run([sys.executable, "-m", "bot", "setup"], cwd=ROOT, env=env, check=True, capture_output=True)

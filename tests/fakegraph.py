@@ -10,16 +10,18 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 
 class FakeGraph:
-    """Records every POST; `fail_next(n)` answers the next n requests with a 500."""
+    """Records every POST; `fail_next(n)` answers the next n requests with a 500, `hold(...)` slowly."""
 
     def __init__(self) -> None:
         self.requests: List[Dict[str, Any]] = []
         self._lock = threading.Lock()
         self._failures = 0
+        #: (which requests, seconds, set when one arrived), each used once.
+        self._holds: List[Tuple[Callable[[Dict[str, Any]], bool], float, threading.Event]] = []
         graph = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -30,12 +32,18 @@ class FakeGraph:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     body = {"_unparsed": raw.decode("utf-8", "replace")}
+                request = {"path": self.path, "headers": dict(self.headers), "body": body}
                 with graph._lock:
                     failing = graph._failures > 0
                     if failing:
                         graph._failures -= 1
-                    graph.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                           "failed": failing})
+                    graph.requests.append({**request, "failed": failing})
+                    held = next((hold for hold in graph._holds if hold[0](request)), None)
+                    if held is not None:
+                        graph._holds.remove(held)
+                if held is not None:
+                    held[2].set()
+                    time.sleep(held[1])  # the sender waits, as for a slow Graph API
                 if failing:
                     self._reply(500, {"error": {"message": "temporary failure", "code": 2}})
                 else:
@@ -71,6 +79,17 @@ class FakeGraph:
     def fail_next(self, count: int) -> None:
         with self._lock:
             self._failures = count
+
+    def hold(self, where: Callable[[Dict[str, Any]], bool], seconds: float) -> threading.Event:
+        """Answer the next request matching `where` only after `seconds`; the event is set when it arrives.
+
+        The request counts as received when it arrives, as a message Meta got
+        counts as sent: a test slows a turn down at a known point with it.
+        """
+        arrived = threading.Event()
+        with self._lock:
+            self._holds.append((where, seconds, arrived))
+        return arrived
 
     def received(self, where: Optional[Callable[[Dict[str, Any]], bool]] = None) -> List[Dict[str, Any]]:
         """Successfully answered requests, optionally filtered."""

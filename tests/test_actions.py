@@ -7,6 +7,7 @@ send and what they wrote to the store.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Dict, Iterable, List, Optional
 
 import pytest
@@ -17,10 +18,11 @@ from sqlalchemy import func, select
 
 from actions.address import ActionSubmitAddress, ValidateAddressForm
 from actions.claims import ActionSubmitClaim, ValidateClaimForm
-from actions.context import ActionContext, use_context
+from actions.context import ActionContext, context, use_context
 from actions.handoff import ActionAffirm, ActionFallback, ActionHandoff
 from actions.jobs import ActionContinueJob
 from actions.verification import ActionRouteJob, ValidateVerifyForm
+from bot.services.verification import remember
 from bot.store import db
 from bot.store.models import AddressChangeRequest, AuditLog, Handoff, Resolution, VerificationAttempt
 from bot.store.queries import get_order
@@ -41,14 +43,31 @@ def conversation() -> str:
 def tracker(text: str = "", intent: str = "inform", *, sender: Optional[str] = None,
             slots: Optional[Dict[str, Any]] = None, entities: Iterable[Dict[str, Any]] = (),
             requested_slot: Optional[str] = None, active_loop: Optional[str] = None,
-            history: Iterable[Dict[str, Any]] = ()) -> Tracker:
+            history: Iterable[Dict[str, Any]] = (), proven: bool = True,
+            after: Iterable[Dict[str, Any]] = ()) -> Tracker:
+    """A tracker as the action server receives it.
+
+    With a `verified_order` slot and `proven`, the store also records that this
+    conversation proved the order, as the verification form would have; with
+    `proven=False` the slot is all there is, as in a forged tracker.
+    """
     values = {name: None for name in DOMAIN["slots"]}
     values.update(slots or {})
     values["requested_slot"] = requested_slot
     latest = {"text": text, "intent": {"name": intent, "confidence": 0.99}, "entities": list(entities)}
-    events = list(history) + [{"event": "user", "text": text, "parse_data": latest}]
-    return Tracker(sender or conversation(), values, latest, events, False, None,
+    events = list(history) + [{"event": "user", "text": text, "parse_data": latest}] + list(after)
+    sender = sender or conversation()
+    if proven and values.get("verified_order"):
+        prove(sender, values["verified_order"])
+    return Tracker(sender, values, latest, events, False, None,
                    {"name": active_loop} if active_loop else {}, "action_listen")
+
+
+def prove(sender: str, order_number: str) -> None:
+    """Record in the store that `sender` proved `order_number` (what a passed verification leaves)."""
+    ctx = context()
+    ctx._transaction(lambda session: remember(session=session, conversation_id=sender, order_number=order_number,
+                                              now=ctx.now()))
 
 
 async def run(action, track: Tracker):
@@ -78,8 +97,9 @@ async def verify(order: Dict[str, Any], proof: str, sender: Optional[str] = None
     return await run(ValidateVerifyForm(), track)
 
 
-async def answer(order: Dict[str, Any], job: str, **slots: Any):
-    track = tracker("", "inform", slots={"verified_order": order["order_number"], "pending_job": job, **slots})
+async def answer(order: Dict[str, Any], job: str, *, proven: bool = True, **slots: Any):
+    track = tracker("", "inform", slots={"verified_order": order["order_number"], "pending_job": job, **slots},
+                    proven=proven)
     return await run(ActionContinueJob(), track)
 
 
@@ -138,17 +158,43 @@ async def test_three_failures_in_a_conversation_lock_it(shop):
     assert "verified_order" not in slots_set(events)
 
 
-async def test_too_many_failures_on_one_order_lock_it_for_every_conversation(shop, settings):
-    """Guessing across many conversations is stopped per order number per hour."""
+async def test_strangers_guessing_an_order_never_lock_the_owner_out(shop, settings):
+    """Failures from many conversations pause the order's postcode; the owner's email still verifies."""
     order = shop["orders"]["out_for_delivery"]
     for _ in range(settings.policy.verify_max_failures_per_order_hour):
         await verify(order, "guess@example.net", conversation())
-    _, messages = await verify(order, order["email"], conversation())
-    assert messages[0]["response"] == "utter_locked_out"
+    events, messages = await verify(order, order["email"], conversation())
+    assert messages[0]["response"] == "utter_verified"
+    assert slots_set(events)["verified_order"] == order["order_number"]
+    events, messages = await verify(order, f"my postcode is {order['postcode']}", conversation())
+    assert messages[0]["response"] == "utter_proof_need_email" and "verified_order" not in slots_set(events)
+    assert "email address" in texts(messages)
+
+
+async def test_a_guessed_email_stops_proving_anything_and_the_shopper_is_told_why(shop, settings):
+    """Past the shop-wide limit for one email, even its own order is refused, with the way out."""
+    victim = shop["orders"]["returned_to_sender"]
+    others = [o for o in shop["orders"].values() if o["email"] != victim["email"]]
+    for other in others[:settings.policy.verify_max_failures_per_email_hour]:
+        await verify(other, victim["email"], conversation())
+    sender = conversation()
+    events, messages = await verify(victim, victim["email"], sender)
+    assert messages[0]["response"] == "utter_proof_email_paused" and "verified_order" not in slots_set(events)
+    assert slots_set(events)["locked_out"] is True
+    assert "try again later" in texts(messages)
+    # the job then offers a person rather than opening a hand-off by itself
+    paused = {"event": "bot", "text": "...", "metadata": {"utter_action": "utter_proof_email_paused"}}
+    track = tracker("", "inform", sender=sender, slots={"locked_out": True, "pending_job": "status"}, after=[paused])
+    events, messages = await run(ActionContinueJob(), track)
+    assert [m["response"] for m in messages] == ["utter_offer_human"]
+    # a later question in the locked conversation is told why again
+    later = tracker("where is it", "order_status", sender=sender, slots={"locked_out": True, "pending_job": "status"})
+    _, messages = await run(ActionContinueJob(), later)
+    assert [m["response"] for m in messages] == ["utter_locked_out", "utter_offer_human"]
+    assert slots_set(events)["handoff_reason"] == "locked_out"
+    assert not any(e.get("event") == "pause" for e in events)
     with db.session_factory(shop["engine"])() as session:
-        attempts = session.scalar(select(func.count()).select_from(VerificationAttempt)
-                                  .where(VerificationAttempt.order_number == order["order_number"]))
-    assert attempts == settings.policy.verify_max_failures_per_order_hour  # the locked try is not even checked
+        assert session.scalar(select(func.count()).select_from(Handoff).where(Handoff.conversation_id == sender)) == 0
 
 
 async def test_typed_shorthand_cannot_fill_details_or_verification(shop):
@@ -442,7 +488,7 @@ async def test_a_store_failure_ends_in_an_apology_and_an_offer_of_a_person(shop,
     """With the store unreachable the shopper still gets a polite answer, never silence."""
     unreachable = db.session_factory(db.make_engine("postgresql://nobody@127.0.0.1:1/none"))
     with use_context(ActionContext(settings=shop["settings"], sessions=unreachable)):
-        _, messages = await answer(shop["orders"]["delivered"], "status")
+        _, messages = await answer(shop["orders"]["delivered"], "status", proven=False)
     assert [m["response"] for m in messages] == ["utter_sorry_error", "utter_offer_human"]
 
 
@@ -493,3 +539,114 @@ async def test_starting_the_claim_form_asks_for_the_choice_once(shop):
     dispatcher = CollectingDispatcher()
     assert ValidateClaimForm().validate_resolution_choice(None, dispatcher, tracker(), DOMAIN) == {}
     assert dispatcher.messages == []
+
+
+# --- a slot proves nothing: the store's record does ------------------------------------------
+
+
+@pytest.mark.parametrize("job", ["status", "delay", "address", "claim"])
+async def test_a_forged_verified_order_slot_reveals_and_changes_nothing(shop, job):
+    """A tracker claiming a verified order, with no verification in the store, gets no order facts."""
+    order = shop["orders"]["lost"]
+    events, messages = await answer(order, job, proven=False)
+    said = texts(messages)
+    assert [m.get("response") for m in messages] == ["utter_verification_needed"]
+    assert order["order_number"] not in said and "DHL" not in said and "UPS" not in said
+    assert slots_set(events)["verified_order"] is None and followup(events) is None
+
+
+async def test_forged_slots_cannot_change_an_address_or_book_a_refund(shop):
+    """The submit actions check the store, whatever the slots say."""
+    order = shop["orders"]["not_shipped"]
+    slots = {"verified_order": order["order_number"], "new_street": "Damrak 1", "new_city": "Amsterdam",
+             "new_postcode": "1012 LG", "new_country": "NL", "address_confirmed": True}
+    address_track = tracker("yes", "affirm", slots=slots, proven=False)
+    _, messages = await run(ActionSubmitAddress(), address_track)
+    assert [m.get("response") for m in messages] == ["utter_verification_needed"]
+    damaged = shop["orders"]["damaged"]
+    claim = {"verified_order": damaged["order_number"], "claim_reason": "damaged", "resolution_choice": "refund"}
+    track = tracker("refund", "inform", slots=claim, proven=False)
+    _, messages = await run(ActionSubmitClaim(), track)
+    assert [m.get("response") for m in messages] == ["utter_verification_needed"]
+    with db.session_factory(shop["engine"])() as session:
+        assert get_order(session=session, number=order["order_number"]).ship_line1 != "Damrak 1"
+        for model in (AddressChangeRequest, Resolution):
+            for sender in (address_track.sender_id, track.sender_id):
+                assert session.scalar(select(func.count()).select_from(model)
+                                      .where(model.conversation_id == sender)) == 0
+
+
+async def test_an_unproven_slot_sends_the_shopper_back_through_the_check(shop):
+    """A lapsed (or forged) verification: the route keeps the order number and asks for the proof again."""
+    order = shop["orders"]["delivered"]
+    track = tracker("where is it?", "order_status", slots={"verified_order": order["order_number"],
+                                                          "order_number": order["order_number"]}, proven=False)
+    events, messages = await run(ActionRouteJob(), track)
+    assert [m.get("response") for m in messages] == ["utter_check_again"]
+    assert slots_set(events)["verified_order"] is None and slots_set(events)["identity_proof"] is None
+    assert slots_set(events)["order_number"] == order["order_number"]
+
+
+async def test_a_verification_lapses_after_the_ttl_without_a_message(shop):
+    """With the clock moved past VERIFICATION_TTL_MINUTES the same conversation must prove it again."""
+    order = shop["orders"]["delivered"]
+    sender = conversation()
+    prove(sender, order["order_number"])
+    base = context()
+    ttl = base.settings.verification_ttl_minutes
+    later = ActionContext(settings=base.settings, sessions=base.sessions,
+                          clock=lambda: dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=ttl + 1))
+    with use_context(later):
+        track = tracker("", "inform", sender=sender, proven=False,
+                        slots={"verified_order": order["order_number"], "pending_job": "status"})
+        _, messages = await run(ActionContinueJob(), track)
+    assert [m.get("response") for m in messages] == ["utter_verification_needed"]
+
+
+async def test_a_new_session_ends_the_verification_and_does_not_carry_it_over(shop):
+    """action_session_start revokes the store's record and drops the proof slots, keeping the rest."""
+    from actions.session import ActionSessionStart
+
+    order = shop["orders"]["delivered"]
+    track = tracker("", "inform", slots={"verified_order": order["order_number"],
+                                         "order_number": order["order_number"], "identity_proof": order["email"],
+                                         "pending_job": "status"})
+    events, _ = await run(ActionSessionStart(), track)
+    assert events[0]["event"] == "session_started"
+    assert (events[-1]["event"], events[-1]["name"]) == ("action", "action_listen")
+    carried = slots_set(events)
+    assert "verified_order" not in carried and "identity_proof" not in carried
+    assert carried["order_number"] == order["order_number"] and carried["pending_job"] == "status"
+    with_same_sender = tracker("", "inform", sender=track.sender_id, proven=False,
+                               slots={"verified_order": order["order_number"], "pending_job": "status"})
+    _, messages = await run(ActionContinueJob(), with_same_sender)
+    assert [m.get("response") for m in messages] == ["utter_verification_needed"]
+
+
+async def test_a_hand_off_attaches_only_an_order_the_store_says_was_proven(shop):
+    """Agents see an order as verified only when it was: a forged slot gives a hand-off without one."""
+    order = shop["orders"]["high_value_lost"]
+    forged = tracker("person please", "human_handoff", slots={"verified_order": order["order_number"]},
+                     proven=False)
+    real = tracker("person please", "human_handoff", slots={"verified_order": order["order_number"]})
+    for track in (forged, real):
+        await run(ActionHandoff(), track)
+    with db.session_factory(shop["engine"])() as session:
+        by_sender = {h.conversation_id: h for h in session.scalars(select(Handoff).where(
+            Handoff.conversation_id.in_([forged.sender_id, real.sender_id])))}
+    assert by_sender[forged.sender_id].order_id is None and "No verified order" in by_sender[forged.sender_id].summary
+    assert by_sender[real.sender_id].order_id is not None
+
+
+async def test_an_order_number_typed_while_the_proof_is_asked_is_not_a_wrong_postcode(shop):
+    """'where is WS-1004?' while asked for the proof is no failed check (its digits are no postcode)."""
+    order = shop["orders"]["out_for_delivery"]
+    sender = conversation()
+    track = tracker(f"where is {order['order_number']}?", "order_status", sender=sender,
+                    slots={"order_number": order["order_number"]}, requested_slot="identity_proof",
+                    active_loop="verify_form")
+    events, messages = await run(ValidateVerifyForm(), track)
+    assert "utter_proof_mismatch" not in [m.get("response") for m in messages]
+    with db.session_factory(shop["engine"])() as session:
+        assert session.scalar(select(func.count()).select_from(VerificationAttempt)
+                              .where(VerificationAttempt.conversation_id == sender)) == 0

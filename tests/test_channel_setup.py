@@ -48,7 +48,7 @@ def test_a_half_configured_channel_is_refused_naming_what_is_missing(environ, mi
 def test_production_refuses_placeholder_channel_secrets():
     """'change-me' is not an app secret."""
     with pytest.raises(SettingsError, match="MESSENGER_APP_SECRET"):
-        load(BOT_ENV="production", RASA_AUTH_TOKEN="a-real-token-123",
+        load(BOT_ENV="production", RASA_AUTH_TOKEN="r" * 43, ACTION_SERVER_TOKEN="a" * 43,
              **{**MESSENGER, "MESSENGER_APP_SECRET": "change-me"})
 
 
@@ -73,9 +73,26 @@ def test_secrets_switch_channels_on_in_the_written_credentials(tmp_path):
     settings = load(**WHATSAPP)
     written = yaml.safe_load(write_credentials(settings, tmp_path).read_text())
     assert CONNECTORS["whatsapp"] in written and CONNECTORS["messenger"] not in written
-    assert "rest" in written
+    assert "connectors.rest.RestInput" in written and "rest" not in written  # never Rasa's own REST channel
     assert set(enabled_channels(written)) >= {"whatsapp", "widget", "rest"}
     assert not any(secret in yaml.safe_dump(written) for secret in WHATSAPP.values())
+
+
+@pytest.mark.parametrize("rest_token, listed", [("", False), ("t" * 43, True)])
+def test_in_production_rest_is_off_without_its_token(tmp_path, rest_token, listed):
+    """A shop's production server opens REST only when REST_TOKEN is set (then every call needs it)."""
+    settings = load(BOT_ENV="production", RASA_AUTH_TOKEN="r" * 43, ACTION_SERVER_TOKEN="a" * 43,
+                    REST_TOKEN=rest_token)
+    written = yaml.safe_load(write_credentials(settings, tmp_path).read_text())
+    assert ("connectors.rest.RestInput" in written) is listed and "rest" not in written
+
+
+def test_an_old_credentials_file_naming_rasas_rest_channel_gets_ours(tmp_path):
+    """`rest:` in a shop's credentials.yml opens the channel-scoped REST channel, not Rasa's."""
+    (tmp_path / "credentials.yml").write_text("rest:\nrasa.core.channels.rest.RestInput:\n")
+    settings = load(RASA_CREDENTIALS=str(tmp_path / "credentials.yml"))
+    written = yaml.safe_load(write_credentials(settings, tmp_path / "out").read_text())
+    assert list(written) == ["connectors.rest.RestInput"]
 
 
 def test_an_unreadable_credentials_file_is_a_clear_error(tmp_path):

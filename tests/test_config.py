@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
 
 from bot.config import SettingsError, env_variable_names, load_settings
 
@@ -63,7 +64,15 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path):
         ({"RASA_PORT": "70000"}, "RASA_PORT"),
         ({"ACTION_PORT": "5005"}, "ACTION_PORT"),  # same as the Rasa port
         ({"BOT_ENV": "staging"}, "BOT_ENV"),
-        ({"BOT_ENV": "production"}, "RASA_AUTH_TOKEN"),  # placeholder secret in production
+        ({"BOT_ENV": "production"}, "RASA_AUTH_TOKEN"),  # no secret in production
+        ({"BOT_ENV": "production", "RASA_AUTH_TOKEN": "dev-token-change-me"}, "RASA_AUTH_TOKEN"),  # the old placeholder
+        ({"BOT_ENV": "production", "RASA_AUTH_TOKEN": "s3cr3t-4f9a2"}, "RASA_AUTH_TOKEN"),  # under 32 characters
+        ({"RASA_HOST": "0.0.0.0", "RASA_AUTH_TOKEN": "dev-token-change-me"}, "RASA_AUTH_TOKEN"),  # reachable, weak
+        ({"BOT_ENV": "production", "RASA_AUTH_TOKEN": "x" * 43}, "ACTION_SERVER_TOKEN"),
+        ({"ACTION_HOST": "10.0.0.5", "ACTION_SERVER_TOKEN": "short"}, "ACTION_SERVER_TOKEN"),
+        ({"REST_TOKEN": "secret"}, "REST_TOKEN"),  # a guessable REST token
+        ({"BOT_ENV": "production", "RASA_CORS_ORIGINS": "*"}, "RASA_CORS_ORIGINS"),
+        ({"RASA_CORS_ORIGINS": "https://shop.example/path"}, "RASA_CORS_ORIGINS"),
     ],
 )
 def test_bad_settings_are_a_clear_error_naming_the_variable(environ, variable):
@@ -80,9 +89,38 @@ def test_several_bad_settings_are_reported_together():
     assert "POLICY_GRACE_DAYS" in str(error.value) and "RASA_PORT" in str(error.value)
 
 
-def test_production_accepts_a_real_token():
-    """A real secret passes in production."""
-    assert load(BOT_ENV="production", RASA_AUTH_TOKEN="s3cr3t-4f9a2").env == "production"
+def test_production_accepts_real_tokens():
+    """Random secrets of 32 characters or more pass in production."""
+    assert load(BOT_ENV="production", RASA_AUTH_TOKEN="r" * 43, ACTION_SERVER_TOKEN="a" * 43).env == "production"
+
+
+def test_setup_writes_random_secrets_once_and_keeps_the_environments(tmp_path):
+    """Missing or placeholder tokens get a fresh random value in .env; set ones are left alone."""
+    from bot.cli import ensure_secrets
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("SHOP_NAME=Corner Shop\nRASA_AUTH_TOKEN=dev-token-change-me\n")
+    assert ensure_secrets(env_file, environ={}) == ["RASA_AUTH_TOKEN", "ACTION_SERVER_TOKEN"]
+    first = dotenv_values(env_file)
+    assert first["SHOP_NAME"] == "Corner Shop"
+    assert len(first["RASA_AUTH_TOKEN"]) >= 32 and len(first["ACTION_SERVER_TOKEN"]) >= 32
+    assert first["RASA_AUTH_TOKEN"] != first["ACTION_SERVER_TOKEN"]
+    assert ensure_secrets(env_file, environ={}) == [] and dotenv_values(env_file) == first  # idempotent
+    other = tmp_path / "other.env"
+    assert ensure_secrets(other, environ={"RASA_AUTH_TOKEN": "from-the-environment"}) == ["ACTION_SERVER_TOKEN"]
+    assert oct(other.stat().st_mode & 0o777) == "0o600"
+
+
+def test_check_settings_lists_what_is_unsafe_for_production(tmp_path):
+    """`check-settings` names every unsafe production setting and fails in production."""
+    env = {"PATH": "/usr/bin:/bin", "BOT_ENV": "production", "RASA_AUTH_TOKEN": "r" * 43,
+           "ACTION_SERVER_TOKEN": "a" * 43, "WIDGET_ORIGINS": "*", "ACTION_HOST": "0.0.0.0"}
+    result = subprocess.run([sys.executable, "-m", "bot", "check-settings"], cwd=tmp_path, capture_output=True,
+                            text=True, env={**env, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1, result.stdout + result.stderr
+    for problem in ("WIDGET_ORIGINS", "ACTION_HOST", "DATABASE_URL is SQLite"):
+        assert problem in result.stdout
+    assert "r" * 43 not in result.stdout
 
 
 def test_env_example_lists_every_setting():
@@ -101,3 +139,29 @@ def test_cli_refuses_to_start_on_a_bad_setting():
     assert result.returncode == 2
     assert "POLICY_STALLED_BUSINESS_DAYS: value is not a valid integer" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("header, ok", [
+    ("Authorization: Bearer ${ACTION_SERVER_TOKEN}", True),
+    ('Authorization: "Bearer ${ACTION_SERVER_TOKEN}"', False),  # Rasa fills ${...} in plain values only
+    ("X-Other: ${ACTION_SERVER_TOKEN}", False),
+])
+def test_the_runner_refuses_an_endpoints_file_that_would_not_send_the_action_token(tmp_path, header, ok):
+    """Started with such a file, every action would get 401: the runner says so before starting anything."""
+    from bot.serving.runner import StartupError, check_secrets
+
+    endpoints = tmp_path / "endpoints.yml"
+    endpoints.write_text(f"action_endpoint:\n  url: ${{ACTION_ENDPOINT_URL}}\n  headers:\n    {header}\n")
+    settings = load(RASA_AUTH_TOKEN="r" * 43, ACTION_SERVER_TOKEN="a" * 43, RASA_ENDPOINTS=str(endpoints))
+    if ok:
+        check_secrets(settings)
+    else:
+        with pytest.raises(StartupError, match="Authorization: Bearer"):
+            check_secrets(settings)
+
+
+def test_the_committed_endpoints_file_sends_the_action_token():
+    """The endpoints.yml `make run` uses passes the runner's check."""
+    from bot.serving.runner import check_secrets
+
+    check_secrets(load(RASA_AUTH_TOKEN="r" * 43, ACTION_SERVER_TOKEN="a" * 43))

@@ -27,6 +27,7 @@ from bot.serving.runner import port_in_use
 from bot.store import db
 from bot.store.models import AgentSession
 
+from .conftest import ACTION_TOKEN
 from .helpers.servers import MODEL, ROOT, Server, free_port
 from .helpers.shopper import rest_say
 from .helpers.waits import wait_until
@@ -270,7 +271,7 @@ def test_two_agents_cannot_claim_the_same_conversation(assistant, console, agent
     console.logged_in(agent)
     other = Console(assistant["console_url"]).logged_in(make_agent(assistant["database_url"], "Sam Vos"))
     try:
-        handoff = console.waiting_for(sender)
+        handoff = console.waiting_for(f"rest:{sender}")
         assert handoff["state"] == "queued" and handoff["reason"] == "asked" and handoff["channel"] == "rest"
         start, answers = threading.Barrier(2), {}
 
@@ -304,7 +305,7 @@ def test_a_reply_needs_a_claim_and_sensible_text(assistant, console, agent):
     sender = f"text-{uuid.uuid4().hex[:8]}"
     rest_say(assistant["url"], sender, ASK_FOR_A_PERSON)
     console.logged_in(agent)
-    handoff = console.waiting_for(sender)
+    handoff = console.waiting_for(f"rest:{sender}")
     path = f"/api/handoffs/{handoff['id']}"
     assert console.post(f"{path}/reply", {"text": "hello"}).json() == {"error": "Claim this conversation first."}
     assert console.post(f"{path}/claim").status_code == 200
@@ -333,7 +334,7 @@ def test_a_whatsapp_shopper_talks_to_an_agent_and_back_to_the_bot(assistant, fak
     shopper.say(ASK_FOR_A_PERSON)
     shopper.expect("passed your conversation", timeout=TURN_S)
     console.logged_in(agent)
-    handoff = console.waiting_for(shopper.wa_id)
+    handoff = console.waiting_for(f"whatsapp:{shopper.wa_id}")
     assert handoff["channel"] == "whatsapp" and handoff["state"] == "queued"
     before = console.detail(handoff["id"])
     assert before["paused"] is True and before["mine"] is False
@@ -374,7 +375,7 @@ def test_a_messenger_shopper_gets_the_agents_reply_and_closing_line(assistant, f
     shopper = MessengerShopper(assistant, fake_graph)
     shopper.say(ASK_FOR_A_PERSON, expect="passed your conversation")
     console.logged_in(agent)
-    handoff = console.waiting_for(shopper.psid)
+    handoff = console.waiting_for(f"messenger:{shopper.psid}")
     assert handoff["channel"] == "messenger"
     assert console.post(f"/api/handoffs/{handoff['id']}/claim").status_code == 200
     assert console.post(f"/api/handoffs/{handoff['id']}/reply", {"text": "Alex here, one moment"}).status_code == 200
@@ -395,10 +396,12 @@ class Assistant:
     def __init__(self, tmp: Path) -> None:
         endpoints = tmp / "endpoints.yml"
         endpoints.write_text("action_endpoint:\n  url: ${ACTION_ENDPOINT_URL}\n"
+                             "  headers:\n    Authorization: Bearer ${ACTION_SERVER_TOKEN}\n"
                              f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {tmp / 'tracker.db'}\n")
         self.env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp / 'store.db'}", "RASA_PORT": str(free_port()),
                     "ACTION_PORT": str(free_port()), "CONSOLE_PORT": str(free_port()),
-                    "RASA_AUTH_TOKEN": "restart-token", "RASA_ENDPOINTS": str(endpoints), "AGENT_HOURS": "always"}
+                    "RASA_AUTH_TOKEN": "restart-token", "ACTION_SERVER_TOKEN": ACTION_TOKEN,
+                    "RASA_ENDPOINTS": str(endpoints), "AGENT_HOURS": "always"}
         for name in ("WHATSAPP_VERIFY_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_ACCESS_TOKEN",
                      "WHATSAPP_PHONE_NUMBER_ID", "MESSENGER_VERIFY_TOKEN", "MESSENGER_APP_SECRET",
                      "MESSENGER_PAGE_ACCESS_TOKEN"):
@@ -433,7 +436,7 @@ def test_a_restart_mid_handoff_keeps_the_queue_the_claim_the_login_and_the_trans
         rest_say(bot.url, waiting_sender, ASK_FOR_A_PERSON)
         assert rest_say(bot.url, claimed_sender, "the parcel box was crushed") == []  # paused
         client = Console(bot.console_url).logged_in(make_agent(bot.database_url, "Robin de Wit"))
-        handoff = client.waiting_for(claimed_sender)
+        handoff = client.waiting_for(f"rest:{claimed_sender}")
         assert client.post(f"/api/handoffs/{handoff['id']}/claim").status_code == 200
         answer = client.post(f"/api/handoffs/{handoff['id']}/reply", {"text": "I'm sorry, let me check"})
         assert answer.status_code == 200
@@ -444,8 +447,9 @@ def test_a_restart_mid_handoff_keeps_the_queue_the_claim_the_login_and_the_trans
         bot.start()
 
         queue = {h["conversation_id"]: h for h in client.queue()}  # the old cookie still works
-        assert queue[claimed_sender]["state"] == "claimed" and queue[claimed_sender]["agent_name"] == "Robin de Wit"
-        assert queue[waiting_sender]["state"] == "queued"
+        assert queue[f"rest:{claimed_sender}"]["state"] == "claimed"
+        assert queue[f"rest:{claimed_sender}"]["agent_name"] == "Robin de Wit"
+        assert queue[f"rest:{waiting_sender}"]["state"] == "queued"
         after = client.detail(handoff["id"])
         assert after["mine"] and after["paused"] is True and after["transcript"] == before
         assert {"from": "shopper", "text": "the parcel box was crushed"} in [
@@ -464,7 +468,8 @@ def test_a_restart_mid_handoff_keeps_the_queue_the_claim_the_login_and_the_trans
 @pytest.mark.slow  # starts `python -m bot run` and `python -m bot console`
 def test_a_busy_console_port_stops_start_up_with_the_setting_named(tmp_path):
     """`run` and `console` refuse a taken CONSOLE_PORT, start nothing and say which setting to change."""
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "RASA_PORT": str(free_port()),
+    env = {**os.environ, "RASA_AUTH_TOKEN": "busy-port-token", "ACTION_SERVER_TOKEN": ACTION_TOKEN,
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "RASA_PORT": str(free_port()),
            "ACTION_PORT": str(free_port()), "CONSOLE_PORT": str(free_port())}
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", int(env["CONSOLE_PORT"])))

@@ -65,7 +65,7 @@ async def test_a_widget_shopper_and_a_console_agent_talk_and_the_bot_takes_over_
     await say(shopper, "I want to talk to a real person")
     await expect(bot_bubbles(shopper).last).to_contain_text("passed your conversation", timeout=REPLY_TIMEOUT_MS)
     session_id = (await stored(shopper))["sessionId"]
-    handoff_id = open_handoff_id(assistant["database_url"], session_id)
+    handoff_id = open_handoff_id(assistant["database_url"], f"widget:{session_id}")
 
     agent = await log_in(browser, console_url, username, agent_errors)
     card = agent.locator(f'.qcard[data-id="{handoff_id}"]')
@@ -145,13 +145,14 @@ async def test_the_agent_is_warned_when_a_whatsapp_shopper_wrote_more_than_a_day
     events = [{"event": "user", "text": "is anyone there? my parcel never came", "timestamp": two_days_ago,
                "input_channel": "whatsapp", "parse_data": {"intent": {"name": "human_handoff", "confidence": 1.0}}},
               {"event": "pause", "timestamp": two_days_ago + 1}]
-    answer = httpx.post(f"{assistant['url']}/conversations/{wa_id}/tracker/events",
+    answer = httpx.post(f"{assistant['url']}/conversations/whatsapp:{wa_id}/tracker/events",
                         params={"token": assistant["token"]}, json=events, timeout=30)
     assert answer.status_code == 200, answer.text
     engine = db.make_engine(assistant["database_url"])
     try:
         with db.session_scope(engine) as session:
-            handoff = Handoff(conversation_id=wa_id, channel="whatsapp", reason="asked", summary="Asked for a person.",
+            handoff = Handoff(conversation_id=f"whatsapp:{wa_id}", channel="whatsapp", reason="asked",
+                              summary="Asked for a person.",
                               context={}, transcript=[], state="queued")
             session.add(handoff)
             session.flush()

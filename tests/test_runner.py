@@ -12,6 +12,7 @@ import pytest
 
 from bot.serving.runner import port_in_use
 
+from .conftest import ACTION_TOKEN
 from .helpers.servers import MODEL, ROOT, Server, free_port
 from .helpers.shopper import rest_messages
 
@@ -22,10 +23,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def run_env(tmp_path):
     endpoints = tmp_path / "endpoints.yml"
-    endpoints.write_text('action_endpoint:\n  url: ${ACTION_ENDPOINT_URL}\n')
+    endpoints.write_text("action_endpoint:\n  url: ${ACTION_ENDPOINT_URL}\n"
+                         "  headers:\n    Authorization: Bearer ${ACTION_SERVER_TOKEN}\n")
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "RASA_PORT": str(free_port()),
            "ACTION_PORT": str(free_port()), "CONSOLE_PORT": str(free_port()), "RASA_AUTH_TOKEN": "test-token-123",
-           "RASA_ENDPOINTS": str(endpoints)}
+           "ACTION_SERVER_TOKEN": ACTION_TOKEN, "RASA_ENDPOINTS": str(endpoints)}
     subprocess.run([sys.executable, "-m", "bot", "setup"], cwd=ROOT, env=env, check=True, capture_output=True)
     return env
 

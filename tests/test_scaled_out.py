@@ -34,14 +34,13 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from .conftest import _Databases, load_settings_env, pg_admin_url
+from .conftest import ACTION_TOKEN, _Databases, load_settings_env, pg_admin_url
 from .helpers.servers import MODEL, ROOT, Server, free_port
 from .helpers.shopper import rest_messages_async
 
 #: Every test here runs two Rasa replicas and an action server.
 pytestmark = pytest.mark.slow
 
-RASA = str(Path(sys.executable).parent / "rasa")
 TOKEN = "scaled-out-token"
 STARTUP_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 20.0
@@ -53,6 +52,8 @@ DEFAULT_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
 ENDPOINTS = """\
 action_endpoint:
   url: ${ACTION_ENDPOINT_URL}
+  headers:
+    Authorization: Bearer ${ACTION_SERVER_TOKEN}
 
 tracker_store:
   type: SQL
@@ -227,7 +228,7 @@ def _ready(url: str, path: str, params: Optional[Dict[str, str]] = None) -> Opti
 def _action_server(port: int, env: Mapping[str, str]) -> Server:
     """The action server, ready when its /health answers."""
     url = f"http://127.0.0.1:{port}"
-    return Server([sys.executable, "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)], env=env,
+    return Server([sys.executable, "-m", "bot.serving.action_server"], env={**env, "ACTION_PORT": str(port)},
                   name="the action server", ready=lambda: _ready(url, "/health"), own_session=True)
 
 
@@ -239,7 +240,7 @@ def _replica(name: str, port: int, env: Mapping[str, str], tmp: Path) -> Server:
         status = _ready(url, "/status", {"token": TOKEN})
         return status is not None and bool(status.json().get("model_file"))
 
-    return Server([RASA, "run", "--model", str(MODEL), "--enable-api", "--auth-token", TOKEN,
+    return Server([sys.executable, "-m", "bot.serving.rasa_server", "run", "--model", str(MODEL), "--enable-api",
                    "--endpoints", str(tmp / "endpoints.yml"), "--credentials", str(tmp / "credentials.yml"),
                    "--interface", "127.0.0.1", "--port", str(port)], env=env, name=f"Rasa replica {name}",
                   ready=ready, own_session=True)
@@ -263,7 +264,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]
         action_port = free_port()
         action_url = f"http://127.0.0.1:{action_port}"
         (tmp / "endpoints.yml").write_text(ENDPOINTS)
-        (tmp / "credentials.yml").write_text("rest:\n")
+        (tmp / "credentials.yml").write_text("connectors.rest.RestInput:\n")
         env = {
             **os.environ,
             "DATABASE_URL": store_url,
@@ -271,6 +272,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]
             "PYTHONUNBUFFERED": "1",
             "RASA_TELEMETRY_ENABLED": "false",
             "ACTION_ENDPOINT_URL": f"{action_url}/webhook",
+            "ACTION_SERVER_TOKEN": ACTION_TOKEN,
+            "RASA_AUTH_TOKEN": TOKEN,
             "TRACKER_DB_HOST": tracker_db.host or "127.0.0.1",
             "TRACKER_DB_PORT": str(tracker_db.port or 5432),
             "TRACKER_DB_NAME": tracker_db.database or "",
@@ -329,7 +332,7 @@ def texts(messages: Sequence[Mapping[str, Any]]) -> List[str]:
 
 
 async def tracker_events(client: httpx.AsyncClient, replica: str, sender: str) -> List[Dict[str, Any]]:
-    answer = await client.get(f"{replica}/conversations/{sender}/tracker", params={"token": TOKEN}, timeout=30)
+    answer = await client.get(f"{replica}/conversations/rest:{sender}/tracker", params={"token": TOKEN}, timeout=30)
     assert answer.status_code == 200, answer.text[:500]
     return answer.json()["events"]
 
@@ -449,7 +452,7 @@ async def test_the_event_broker_receives_the_conversation_from_both_replicas(clu
                 continue
             await message.ack()
             event = json.loads(message.body)
-            if event.get("sender_id") != sender:
+            if event.get("sender_id") != f"rest:{sender}":
                 continue
             if event.get("event") == "user":
                 users.append(event.get("text"))

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 import httpx
 import pytest
 
+from connectors import scoped
 from connectors.meta import ChannelNotConfigured, MalformedWebhook
 from connectors.whatsapp import (
     BUTTON_ID_LIMIT,
@@ -24,6 +25,7 @@ from connectors.whatsapp import (
     MAX_ROWS,
     ROW_TITLE_LIMIT,
     TEXT_ONLY_NOTE,
+    Inbound,
     WhatsAppOutput,
     parse_webhook,
     reply_messages,
@@ -148,17 +150,43 @@ def test_unreadable_types_ask_for_text_and_reactions_are_ignored():
     {"object": "page", "entry": []},                         # a Messenger body
     {"object": "whatsapp_business_account"},                 # no entries
     {"object": "whatsapp_business_account", "entry": {}},    # entries not a list
-    {"object": "whatsapp_business_account", "entry": ["x"]},  # an entry that is not an object
-    {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages"}]}]},  # no value
-    {"object": "whatsapp_business_account",
-     "entry": [{"changes": [{"field": "messages", "value": {"messages": {}}}]}]},  # messages not a list
-    {"object": "whatsapp_business_account",
-     "entry": [{"changes": [{"field": "messages", "value": {"messages": [{"type": "text"}]}}]}]},  # no id/sender
 ])
 def test_bodies_of_the_wrong_shape_are_refused(body):
-    """Anything not shaped like a Cloud API webhook raises MalformedWebhook (the webhook's 400)."""
+    """A body that is not a Cloud API webhook at all raises MalformedWebhook (the webhook's 400)."""
     with pytest.raises(MalformedWebhook):
         parse_webhook(body)
+
+
+@pytest.mark.parametrize("bad, logged", [
+    ("x", "entry[1] of a webhook: not an object"),
+    ({"changes": {}}, "entry[1] of a webhook: changes is not a list"),
+    ({"changes": ["x"]}, "entry[1].changes[0] of a webhook: not an object"),
+    ({"changes": [{"field": "messages"}]}, "entry[1].changes[0] of a webhook: value is not an object"),
+    ({"changes": [{"field": "messages", "value": {"messages": {}}}]}, "messages is not a list"),
+    ({"changes": [{"field": "messages", "value": {"messages": ["x"]}}]}, "messages[0] of a webhook: not an object"),
+    ({"changes": [{"field": "messages", "value": {"messages": [{"type": "text"}]}}]}, "no id or no sender"),
+])
+def test_a_malformed_part_of_a_batch_is_skipped_and_logged_and_the_rest_is_read(bad, logged, caplog):
+    """One bad entry, change or message costs only itself: refusing the body would make Meta
+    deliver the good messages again, with the bad one, for days, and none would be answered."""
+    wa = new_wa_id()
+    body = webhook([messages_value(wa, text_in(wa, "one"))], [messages_value(wa, text_in(wa, "two"))])
+    body["entry"].insert(1, bad)
+    caplog.set_level(logging.WARNING, logger="connectors.whatsapp")
+    assert [m.text for m in parse_webhook(body)] == ["one", "two"]
+    assert any(logged in r.getMessage() and r.getMessage().startswith("whatsapp: skipped") for r in caplog.records)
+
+
+def test_a_message_survives_being_stored_and_read_back():
+    """What is stored before Meta's 200 is enough to run the turn again after a restart."""
+    wa = new_wa_id()
+    [message] = parse_webhook(webhook([messages_value(wa, text_in(wa, "where is my order?"))]))
+    stored = json.loads(json.dumps(message.to_json()))
+    assert Inbound.from_json(stored) == message
+    assert Inbound.from_json({**stored, "added_later": "ignored"}) == message
+    for broken in ({"wa_id": wa}, {**stored, "text": 3}, [stored], None):
+        with pytest.raises(ValueError):
+            Inbound.from_json(broken)
 
 
 # --- building outgoing messages -----------------------------------------------------------
@@ -330,7 +358,7 @@ class Shopper:
             raise AssertionError(f"{gave_up}; sent since: {self.texts()[since:]}") from None
 
     def user_events(self) -> List[Dict[str, Any]]:
-        return user_events(self.server["url"], self.wa_id, self.server["token"])
+        return user_events(self.server["url"], scoped("whatsapp", self.wa_id), self.server["token"])
 
 
 @pytest.fixture(scope="module")
@@ -528,3 +556,21 @@ def test_an_answer_survives_a_failing_graph_api(shopper, fake_graph):
     attempts = [r for r in fake_graph.requests if to_shopper(shopper.wa_id)(r)]
     failed = [r["body"] for r in attempts if r["failed"]]
     assert failed and all(body in shopper.sent() for body in failed)
+
+
+def test_a_batch_with_a_malformed_message_is_answered_for_the_good_ones(server, fake_graph):
+    """One message without id or sender between two good ones: 200, both good ones answered, the bad
+    one skipped with a log line.  A 400 would make Meta deliver all three again, for days."""
+    a, b = Shopper(server, fake_graph), Shopper(server, fake_graph)
+
+    def skipped() -> int:
+        return sum("whatsapp: skipped entry[0].changes[0].value.messages[1] of a webhook: no id or no sender" in line
+                   for line in list(server["output"]))
+
+    before = skipped()
+    value = messages_value(a.wa_id, text_in(a.wa_id, "hi"), {"type": "text", "text": {"body": "hi"}},
+                           text_in(b.wa_id, "where is my order?"))
+    assert a.post(webhook([value])).status_code == 200
+    a.expect("order assistant")
+    b.expect("What's your order number?")
+    wait_until(lambda: skipped() > before, what="the skipped message's log line", timeout=10)

@@ -264,7 +264,7 @@ async def test_a_guessable_session_id_is_replaced_by_a_random_one(echo):
         given = await shopper.session("1")
         assert HEX32.fullmatch(given)
         await shopper.say("hello", given)
-        assert (await shopper.reply())["text"] == f"echo {given}: hello"
+        assert (await shopper.reply())["text"] == f"echo widget:{given}: hello"
 
 
 async def test_messages_are_bound_to_the_connections_own_session(echo):
@@ -278,12 +278,12 @@ async def test_messages_are_bound_to_the_connections_own_session(echo):
         # The markers: after those, each connection says something it may say.  The server echoes
         # every message it takes, so the echo of its own marker must be the first thing each one hears.
         await mine.say("mine", my_session)
-        assert (await mine.reply())["text"] == f"echo {my_session}: mine"
+        assert (await mine.reply())["text"] == f"echo widget:{my_session}: mine"
         await other.say("other's", other_session)
-        assert (await other.reply())["text"] == f"echo {other_session}: other's"
+        assert (await other.reply())["text"] == f"echo widget:{other_session}: other's"
         stranger_session = await stranger.session(new_session_id())
         await stranger.say("now with a session", stranger_session)
-        assert (await stranger.reply())["text"] == f"echo {stranger_session}: now with a session"
+        assert (await stranger.reply())["text"] == f"echo widget:{stranger_session}: now with a session"
 
 
 async def test_the_widget_script_keeps_the_socketio_client_out_of_the_pages_globals(echo):
@@ -454,7 +454,7 @@ async def test_quick_replies_are_buttons_that_send_their_payload_and_work_by_key
         pytest.fail("Tab never reached the second quick reply")
     await page.keyboard.press("Enter")
     session = (await stored(page))["sessionId"]
-    await expect(bot_bubbles(page).last).to_have_text(f"echo {session}: /second")
+    await expect(bot_bubbles(page).last).to_have_text(f"echo widget:{session}: /second")
     await expect(page.locator(".wsw-msg--user .wsw-bubble").last).to_have_text("Second")
     await expect(replies).to_have_count(0)
     await page.keyboard.press("Escape")
@@ -470,13 +470,13 @@ async def test_the_widget_reconnects_after_the_server_restarts(browser):
         page = await open_demo(browser, server.url)
         await say(page, "before")
         session = (await stored(page))["sessionId"]
-        await expect(bot_bubbles(page).last).to_have_text(f"echo {session}: before")
+        await expect(bot_bubbles(page).last).to_have_text(f"echo widget:{session}: before")
         server.stop()
         await expect(page.get_by_role("status")).to_contain_text("Reconnecting", timeout=10_000)
         server.start()
         await expect(page.get_by_role("status")).to_be_hidden(timeout=20_000)
         await say(page, "after")
-        await expect(bot_bubbles(page).last).to_have_text(f"echo {session}: after")
+        await expect(bot_bubbles(page).last).to_have_text(f"echo widget:{session}: after")
     finally:
         server.stop()
 
@@ -530,7 +530,7 @@ async def test_a_shopper_finds_an_order_in_the_widget_and_keeps_the_conversation
     await say(page, "where is my order now?")  # the same conversation: no new proof needed
     await expect(bot_bubbles(page).filter(has_text=tracking)).to_have_count(2, timeout=REPLY_TIMEOUT_MS)
 
-    held = tracker(assistant["url"], session, assistant["token"])
+    held = tracker(assistant["url"], f"widget:{session}", assistant["token"])
     said = [event.get("text") for event in held["events"] if event["event"] == "user"]
     assert said[:3] == ["/order_status", order["order_number"], order["postcode"]]
     assert held["latest_input_channel"] == "widget"

@@ -51,7 +51,7 @@ from bot.serving.runner import run_root, stop_processes
 REST_PATH = "/webhooks/rest/webhook"
 REQUEST_TIMEOUT_S = 60.0
 STARTUP_TIMEOUT_S = 300.0
-STOP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 45.0  # the runner stops Rasa first (up to 25 s, finishing its turns), then the rest
 BASELINE_DIR = PROJECT_ROOT / "bench" / "baseline"
 DEFAULT_BASELINE_MODEL = PROJECT_ROOT / "models" / "baseline" / "baseline.tar.gz"
 DEFAULT_OUT = PROJECT_ROOT / "results" / "bench.json"

@@ -4,7 +4,10 @@
   same whether the username exists or not, so response times do not reveal
   which accounts exist;
 * a login is a random 32-byte token in the agent's cookie; the store keeps
-  only its SHA-256, so a copy of the database lets nobody sign in.
+  only its SHA-256, so a copy of the database lets nobody sign in;
+* every login attempt is written to the store before its password is
+  checked, and counted per username and per client address, so the limit
+  holds across parallel requests and across console processes.
 
 Keyword-only functions taking the session they work in; the caller commits.
 """
@@ -14,18 +17,19 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import math
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from bot.domain.clock import utcnow
-from bot.store.models import Agent, AgentSession
+from bot.store.models import Agent, AgentSession, LoginAttempt
 from bot.store.queries import audit
 
 MIN_PASSWORD_CHARS = 10
@@ -207,3 +211,94 @@ def purge_expired_sessions(*, session: Session, now: dt.datetime) -> int:
     """Drop expired logins; returns how many went."""
     result = session.execute(delete(AgentSession).where(AgentSession.expires_at <= now))
     return result.rowcount or 0
+
+
+# --- the failed-login limit ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A login attempt as recorded in the store, before its password is checked."""
+
+    #: "user:<username>" for an agent's username; "user:#<hash>" for anything else typed there.
+    user_key: str
+    #: "addr:<client address>".
+    address_key: str
+    user_row: int
+    address_row: int
+    #: Whether the username is an agent's (what may be logged; typed passwords are not).
+    known: bool
+
+
+def _user_key(name: str, known: bool) -> str:
+    if known:
+        return f"user:{name}"
+    # What people type as a username is sometimes their password: only a digest goes to the store.
+    return "user:#" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def record_login_attempt(*, session: Session, username: str, address: str, now: dt.datetime,
+                         window: dt.timedelta) -> Attempt:
+    """Write down a login attempt for its username and its client address, as not (yet) successful.
+
+    The caller commits before checking anything, so attempts made at the same
+    moment (by this process or another) see each other when they count.
+    Attempts older than `window` are dropped on the way: the limit never
+    looks further back, and the table stays small without a scheduled job.
+    """
+    session.execute(delete(LoginAttempt).where(LoginAttempt.created_at <= now - window))
+    name = normalise_username(username)
+    known = bool(USERNAME.fullmatch(name)) and session.scalars(
+        select(Agent.id).where(Agent.username == name)).first() is not None
+    user = LoginAttempt(key=_user_key(name, known), succeeded=False, created_at=now)
+    place = LoginAttempt(key=f"addr:{address[:200]}", succeeded=False, created_at=now)
+    session.add_all([user, place])
+    session.flush()
+    return Attempt(user_key=str(user.key), address_key=str(place.key), user_row=int(user.id),
+                   address_row=int(place.id), known=known)
+
+
+def _failures(session: Session, key: str, since: dt.datetime) -> List[dt.datetime]:
+    return list(session.scalars(
+        select(LoginAttempt.created_at)
+        .where(LoginAttempt.key == key, LoginAttempt.succeeded.is_(False), LoginAttempt.created_at > since)
+        .order_by(LoginAttempt.created_at)))
+
+
+def login_wait(*, session: Session, attempt: Attempt, now: dt.datetime, window: dt.timedelta,
+               per_user: int, per_address: int) -> Optional[int]:
+    """None when `attempt` may have its password checked; else the seconds to wait before trying again.
+
+    Counts the attempts within `window` that did not succeed, this one
+    included (an attempt in progress counts as a failure), per username and
+    per client address.  Over either limit, this attempt's rows are removed
+    again (it checked nothing) and the wait is until enough earlier ones
+    have left the window for one more.
+    """
+    since = now - window
+    waits = []
+    for key, limit in ((attempt.user_key, per_user), (attempt.address_key, per_address)):
+        times = _failures(session, key, since)
+        if len(times) > limit:
+            # One more attempt fits once the len(times) - limit oldest have left the window.
+            # (Attempts made at the same moment may be stamped a little later than this one.)
+            free_at = times[len(times) - limit - 1] + window
+            waits.append(min(math.ceil(window.total_seconds()), max(1, math.ceil((free_at - now).total_seconds()))))
+    if not waits:
+        return None
+    session.execute(delete(LoginAttempt).where(LoginAttempt.id.in_([attempt.user_row, attempt.address_row])))
+    return max(waits)
+
+
+def login_succeeded(*, session: Session, attempt: Attempt, now: dt.datetime, window: dt.timedelta) -> None:
+    """The password was right: this username's attempts so far no longer count, nor does this one per address.
+
+    The address's earlier failures still count: one agent logging in does
+    not reset what was tried from that address against other usernames.
+    """
+    session.execute(update(LoginAttempt)
+                    .where(LoginAttempt.key == attempt.user_key, LoginAttempt.id <= attempt.user_row,
+                           LoginAttempt.created_at > now - window)
+                    .values(succeeded=True).execution_options(synchronize_session=False))
+    session.execute(update(LoginAttempt).where(LoginAttempt.id == attempt.address_row)
+                    .values(succeeded=True).execution_options(synchronize_session=False))

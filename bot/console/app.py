@@ -13,18 +13,22 @@ Rules every route keeps:
   site" are refused outright.
 * Bad input gets a 4xx with a JSON `error` an agent can read; the store runs
   in worker threads (`asyncio.to_thread`) so the event loop never blocks.
+* Every login attempt is committed to the store before its password is
+  checked and counted per username and per client address (see
+  `accounts.login_wait`); over a limit the answer is 429 with Retry-After,
+  unchecked.  A failed login is logged with the username only when it is an
+  agent's: people type their password into that field.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import json
 import logging
-import time
-from collections import defaultdict, deque
 from pathlib import Path
-from typing import Any, Callable, Coroutine, Deque, Dict, Optional, Set, Tuple, TypeVar
+from typing import Any, Callable, Coroutine, Dict, Optional, Set, Tuple, TypeVar
 from urllib.parse import urlsplit
 
 from sanic import Sanic, response
@@ -38,6 +42,7 @@ from sqlalchemy.orm import Session
 from bot.config import Settings
 from bot.console import accounts, queue, views
 from bot.console.rasa import RasaClient, RasaUnavailable
+from bot.domain import redaction
 from bot.domain.clock import utcnow
 from bot.domain.enums import HandoffState
 from bot.services.handoff import online_agents, transcript
@@ -51,9 +56,14 @@ COOKIE = "wismo_agent"
 MAX_REPLY_CHARS = 2000
 #: Largest request body accepted; a reply is a few kilobytes at most.
 MAX_BODY_BYTES = 64 * 1024
-#: Failed logins per (address, username) within the window before further tries are refused.
+#: Failed logins per username within the window before further tries are refused (counted in the store,
+#: across processes; the attempt being made counts).  A correct password clears the username's count.
 MAX_LOGIN_FAILURES = 10
+#: Failed logins per client address within the window, whatever usernames they try: room for several
+#: agents behind one office address, not for trying one password on every account.
+MAX_LOGIN_FAILURES_PER_ADDRESS = 30
 LOGIN_WINDOW_S = 15 * 60
+TOO_MANY_ATTEMPTS = "Too many failed attempts. Wait a few minutes and try again."
 
 #: The files behind the pages; nothing else on disk is reachable.
 ASSETS = {
@@ -77,42 +87,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-class LoginThrottle:
-    """Slows password guessing: after MAX_LOGIN_FAILURES misses in the window, that pair must wait.
-
-    Kept in memory per console process; argon2's cost per attempt is the
-    main brake, this only stops an endless loop against one account.
-    """
-
-    def __init__(self, limit: int = MAX_LOGIN_FAILURES, window_s: float = LOGIN_WINDOW_S) -> None:
-        """Allow `limit` failures per key within `window_s` seconds."""
-        self.limit, self.window_s = limit, window_s
-        self._failures: Dict[Tuple[str, str], Deque[float]] = defaultdict(deque)
-
-    def _recent(self, key: Tuple[str, str], now: float) -> Deque[float]:
-        failures = self._failures[key]
-        while failures and now - failures[0] > self.window_s:
-            failures.popleft()
-        return failures
-
-    def allowed(self, key: Tuple[str, str]) -> bool:
-        """Whether another attempt may be checked now."""
-        recent = self._recent(key, time.monotonic())
-        if not recent:
-            self._failures.pop(key, None)
-        return len(recent) < self.limit
-
-    def failed(self, key: Tuple[str, str]) -> None:
-        """Count a miss."""
-        self._recent(key, time.monotonic()).append(time.monotonic())
-
-    def succeeded(self, key: Tuple[str, str]) -> None:
-        """A correct password clears the count."""
-        self._failures.pop(key, None)
-
-
 
 
 def _json(body: Any, status: int = 200) -> HTTPResponse:
@@ -184,7 +158,7 @@ def message_text(data: Dict[str, Any], field: str = "text", *, required: bool = 
 
 
 class Console:
-    """The app's shared state: settings, the store engine, the Rasa client, the login throttle."""
+    """The app's shared state: settings, the store engine, the Rasa client."""
 
     def __init__(self, settings: Settings, engine: Optional[Engine] = None,
                  rasa: Optional[RasaClient] = None) -> None:
@@ -192,7 +166,6 @@ class Console:
         self.settings = settings
         self.engine = engine
         self.rasa = rasa
-        self.throttle = LoginThrottle()
 
     async def store(self, work: Callable[[Session], T]) -> T:
         """Run `work` in one committed store transaction, in a worker thread."""
@@ -361,25 +334,37 @@ def create_app(settings: Settings, *, name: str = "agent_console", engine: Optio
         username, password = data.get("username"), data.get("password")
         if not isinstance(username, str) or not isinstance(password, str) or not username.strip() or not password:
             raise ApiError(400, "Give your username and password.")
-        key = (request.remote_addr or request.ip or "?", accounts.normalise_username(username)[:80])
-        if not console.throttle.allowed(key):
-            logger.warning("console: too many failed logins for %r from %s", key[1], key[0])
-            raise ApiError(429, "Too many failed attempts. Wait a few minutes and try again.")
-        now, hours = utcnow(), settings.agent_session_hours
+        # The address the connection came from (Sanic takes a proxy's header only when configured to).
+        address = request.remote_addr or request.ip or "?"
+        now, hours, window = utcnow(), settings.agent_session_hours, dt.timedelta(seconds=LOGIN_WINDOW_S)
+        # Written and committed before anything is checked: parallel attempts, here or in another console
+        # process, count each other.
+        attempt = await console.store(lambda s: accounts.record_login_attempt(
+            session=s, username=username, address=address, now=now, window=window))
+        # What was typed is logged only when it is an agent's username: people type passwords there.
+        who = f"agent {accounts.normalise_username(username)!r}" if attempt.known else "an unknown username"
+        wait = await console.store(lambda s: accounts.login_wait(
+            session=s, attempt=attempt, now=now, window=window, per_user=MAX_LOGIN_FAILURES,
+            per_address=MAX_LOGIN_FAILURES_PER_ADDRESS))
+        if wait is not None:
+            logger.warning("console: too many failed logins for %s or from %s; refused without a check", who,
+                           address)
+            reply = _error(429, TOO_MANY_ATTEMPTS)
+            reply.headers["Retry-After"] = str(wait)
+            return reply
 
         def check(session: Session) -> Optional[Tuple[str, accounts.SignedIn]]:
             agent = accounts.authenticate(session=session, username=username, password=password)
             if agent is None:
                 return None
             token = accounts.start_session(session=session, agent=agent, now=now, hours=hours)
+            accounts.login_succeeded(session=session, attempt=attempt, now=now, window=window)
             return token, accounts.SignedIn(agent.id, agent.username, agent.display_name)
 
         found = await console.store(check)
         if found is None:
-            console.throttle.failed(key)
-            logger.info("console: a failed login for %r from %s", key[1], key[0])
+            logger.info("console: a failed login for %s from %s", who, address)
             raise ApiError(401, "Wrong username or password.")
-        console.throttle.succeeded(key)
         token, agent = found
         reply = _json({"agent": _agent_json(agent)})
         _set_login_cookie(request, reply, token, hours * 3600)
@@ -497,6 +482,7 @@ def serve(settings: Settings) -> int:
     """Run the console on CONSOLE_PORT until interrupted (SIGINT or SIGTERM)."""
     from bot.serving.runner import StartupError, port_in_use
 
+    redaction.install()
     if port_in_use(settings.console_port):
         raise StartupError(
             f"Port {settings.console_port} is already in use, so the agent console cannot start there. "

@@ -47,8 +47,8 @@ class RasaClient:
         await self._client.aclose()
 
     def _url(self, conversation_id: str, tail: str) -> str:
-        # Conversation ids come from channels (phone numbers, page-scoped ids, widget ids): quote them whole.
-        return f"{self.base_url}/conversations/{quote(conversation_id, safe='')}/{tail}"
+        # Conversation ids are "<channel>:<id>": quote everything but the colon, which Rasa's routes do not decode.
+        return f"{self.base_url}/conversations/{quote(conversation_id, safe=':')}/{tail}"
 
     async def _call(self, method: str, url: str, *, params: Dict[str, str], json: Any = None,
                     timeout: httpx.Timeout = READ_TIMEOUT) -> Any:

@@ -102,7 +102,9 @@ class AddressChangeState(StrEnum):
 class VerifyResult(StrEnum):
     VERIFIED = "verified"
     MISMATCH = "mismatch"  # the same answer whether or not the order exists
-    LOCKED = "locked"  # too many failures: no more attempts for now
+    LOCKED = "locked"  # this conversation failed too often: no more attempts, a person is offered
+    EMAIL_PAUSED = "email_paused"  # this email failed too often shop-wide: it proves nothing for an hour
+    POSTCODE_PAUSED = "postcode_paused"  # this order number failed too often: only its email counts for an hour
 
 
 class HandoffState(StrEnum):

@@ -49,6 +49,9 @@ class Policy(BaseModel):
     )
     verify_max_failures_per_conversation: int = Field(default=3, ge=1, le=20)
     verify_max_failures_per_order_hour: int = Field(default=5, ge=1, le=100)
+    verify_max_failures_per_email_hour: int = Field(default=10, ge=1, le=1000)
+    verify_max_failures_per_postcode_hour: int = Field(default=10, ge=1, le=1000)
+    verify_max_postcode_failures_shop_hour: int = Field(default=100, ge=1, le=100000)
 
     class Config:
         frozen = True

@@ -42,6 +42,13 @@ def open_handoff(*, session: Session, conversation_id: str, channel: str, reason
                                                     Handoff.state.in_(OPEN_HANDOFF_STATES))).first()
     if waiting is not None:
         return waiting, False
+    if reason == HandoffReason.LOCKED_OUT:
+        # One per conversation, ever: lock-outs are what someone guessing produces, and each
+        # must not become another conversation in the agents' queue.
+        earlier = session.scalars(select(Handoff).where(Handoff.conversation_id == conversation_id,
+                                                        Handoff.reason == HandoffReason.LOCKED_OUT)).first()
+        if earlier is not None:
+            return earlier, False
     order: Optional[Order] = get_order(session=session, number=order_number) if order_number else None
     context: Dict[str, Any] = {"verified_order": order_number}
     summary = REASONS.get(reason, reason).capitalize() + "."

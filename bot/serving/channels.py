@@ -22,6 +22,10 @@ CONNECTORS = {
 }
 #: The site widget's channel; it needs no secret, so credentials.yml lists it.
 WIDGET = "connectors.widget.WidgetInput"
+#: The REST channel; in production it starts only with REST_TOKEN set.
+REST = "connectors.rest.RestInput"
+#: Rasa's own channels that would let a caller choose another channel's conversation id.
+UNSAFE: Dict[str, str] = {"rest": REST, "rasa.core.channels.rest.RestInput": REST}
 
 
 def effective_credentials(settings: Settings) -> Dict[str, Any]:
@@ -35,7 +39,9 @@ def effective_credentials(settings: Settings) -> Dict[str, Any]:
         loaded = {}
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} must map channel names to their settings")
-    credentials = dict(loaded)
+    credentials: Dict[str, Any] = {UNSAFE.get(str(key), str(key)): value for key, value in loaded.items()}
+    if settings.env == "production" and not settings.rest_token:
+        credentials.pop(REST, None)
     for channel, connector in CONNECTORS.items():
         if settings.channel_enabled(channel):
             credentials.setdefault(connector, None)
@@ -44,7 +50,7 @@ def effective_credentials(settings: Settings) -> Dict[str, Any]:
 
 def enabled_channels(credentials: Dict[str, Any]) -> Dict[str, str]:
     """Channel name -> key, for the start-up banner."""
-    names = {connector: channel for channel, connector in {**CONNECTORS, "widget": WIDGET}.items()}
+    names = {connector: channel for channel, connector in {**CONNECTORS, "widget": WIDGET, "rest": REST}.items()}
     return {names.get(key, key.rsplit(".", 1)[-1]): key for key in credentials}
 
 

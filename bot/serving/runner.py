@@ -1,8 +1,9 @@
 """Start the action server, the Rasa server and the agent console together, and stop them together.
 
 `make run` ends here.  The three run as child processes in their own
-process groups; Ctrl-C (or SIGTERM) stops all of them, and if one dies the
-others are stopped too, so nothing is left holding a port.
+process groups; Ctrl-C (or SIGTERM) stops all of them, the Rasa server first
+so that the turns it finishes still have the action server, and if one dies
+the others are stopped too, so nothing is left holding a port.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Mapping, Optional
 
 import httpx
 
@@ -24,7 +25,13 @@ from bot.config import PROJECT_ROOT, Settings
 from bot.serving.channels import effective_credentials, enabled_channels, write_credentials
 
 STARTUP_TIMEOUT_S = 240.0
+#: How long a child other than the Rasa server gets to stop before it is killed.
 STOP_TIMEOUT_S = 15.0
+#: How long the Rasa server gets: Meta's channels let running turns finish for up to
+#: connectors.meta.DRAIN_TIMEOUT (15 s), then Sanic closes the remaining connections.
+RASA_STOP_TIMEOUT_S = 25.0
+#: Children stopped one after the other, before the rest, with the time each gets.
+STOP_FIRST: Mapping[str, float] = {"rasa server": RASA_STOP_TIMEOUT_S}
 
 
 class StartupError(Exception):
@@ -73,6 +80,8 @@ def check_ports(settings: Settings) -> None:
 def child_environment(settings: Settings) -> Dict[str, str]:
     env = dict(os.environ)
     env["ACTION_ENDPOINT_URL"] = settings.action_endpoint_url
+    # endpoints.yml sends it to the action server; .env values are not in the environment otherwise.
+    env["ACTION_SERVER_TOKEN"] = settings.action_server_token
     env.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
@@ -80,21 +89,19 @@ def child_environment(settings: Settings) -> Dict[str, str]:
 
 def commands(settings: Settings, model: Path, credentials: Optional[Path] = None) -> Dict[str, List[str]]:
     """The servers' command lines; `credentials` is the effective channel file."""
-    bin_dir = Path(sys.executable).parent
+    cors = [origin.strip() for origin in settings.rasa_cors_origins.split(",") if origin.strip()]
     return {
-        "action server": [
-            sys.executable, "-m", "rasa_sdk", "--actions", "actions",
-            "--port", str(settings.action_port),
-        ],
+        "action server": [sys.executable, "-m", "bot.serving.action_server"],
+        # The API token is added inside that process, from the settings: never on a command line.
         "rasa server": [
-            str(bin_dir / "rasa"), "run",
+            sys.executable, "-m", "bot.serving.rasa_server", "run",
             "--model", str(model),
             "--endpoints", str(settings.path(settings.rasa_endpoints)),
             "--credentials", str(credentials or settings.path(settings.rasa_credentials)),
             "--interface", settings.rasa_host,
             "--port", str(settings.rasa_port),
-            "--enable-api", "--auth-token", settings.rasa_auth_token,
-            "--cors", *settings.rasa_cors_origins.split(","),
+            "--enable-api",
+            *(["--cors", *cors] if cors else []),
         ],
         "agent console": [sys.executable, "-m", "bot", "console"],
     }
@@ -131,8 +138,10 @@ def banner(settings: Settings, channels: Iterable[str] = ()) -> str:
     ]
     if "widget" in channels:
         lines.append(f"  Demo shop page:   {base}/widget/   (the chat widget, embedded)")
-    rest = f"curl -s {base}/webhooks/rest/webhook -d '{{\"sender\": \"me\", \"message\": \"hi\"}}'"
-    lines.append(f"  Chat over REST:   {rest}")
+    if "rest" in channels:
+        auth = ' -H "Authorization: Bearer $REST_TOKEN"' if settings.rest_token else ""
+        rest = f"curl -s {base}/webhooks/rest/webhook{auth} -d '{{\"sender\": \"me\", \"message\": \"hi\"}}'"
+        lines.append(f"  Chat over REST:   {rest}")
     if "whatsapp" in channels:
         lines.append(f"  WhatsApp webhook: {base}/webhooks/whatsapp/webhook")
     if "messenger" in channels:
@@ -157,13 +166,13 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def stop_processes(processes: Dict[str, subprocess.Popen], timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM to each child's process group, SIGKILL to those still there after `timeout` seconds."""
-    for process in processes.values():
-        if process.poll() is None:
-            _signal_group(process, signal.SIGTERM)
+def _stop_together(processes: Iterable[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM to each process group, SIGKILL to those still there after `timeout` seconds."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        _signal_group(process, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    for process in processes.values():
+    for process in running:
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -171,8 +180,62 @@ def stop_processes(processes: Dict[str, subprocess.Popen], timeout: float = STOP
             process.wait()
 
 
+def stop_processes(processes: Dict[str, subprocess.Popen], timeout: float = STOP_TIMEOUT_S, *,
+                   first: Mapping[str, float] = STOP_FIRST) -> None:
+    """Stop the children: those named in `first` one by one, each within its own time, then the rest together.
+
+    The Rasa server goes first and is waited for: on SIGTERM it stops taking
+    webhooks and finishes the turns it is running, and those turns still call
+    the action server, which must therefore outlive it.  Each gets SIGTERM to
+    its process group, and SIGKILL when it is still there after its time
+    (`timeout` for the rest).
+    """
+    for name, budget in first.items():
+        process = processes.get(name)
+        if process is not None:
+            _stop_together([process], budget)
+    _stop_together([process for name, process in processes.items() if name not in first], timeout)
+
+
+def check_secrets(settings: Settings) -> None:
+    """Refuse to start without the two tokens, or with an endpoints file that would not send one."""
+    missing = [name for name, value in (("RASA_AUTH_TOKEN", settings.rasa_auth_token),
+                                        ("ACTION_SERVER_TOKEN", settings.action_server_token)) if not value.strip()]
+    if missing:
+        raise StartupError(f"{' and '.join(missing)} not set: run `python -m bot setup` (or `make run`), which "
+                           "writes random ones to .env.")
+    endpoints = settings.path(settings.rasa_endpoints)
+    if endpoints.is_file() and action_authorization(endpoints, child_environment(settings)) \
+            != f"Bearer {settings.action_server_token}":
+        header = "headers:\n    Authorization: Bearer ${ACTION_SERVER_TOKEN}"
+        raise StartupError(f"{endpoints} does not send the action server token, so every action would be refused. "
+                           f"Under action_endpoint add (unquoted: Rasa fills in ${{...}} only in plain values):"
+                           f"\n  {header}")
+
+
+def action_authorization(endpoints: Path, env: Dict[str, str]) -> Optional[str]:
+    """The Authorization header the Rasa server will send the action server, read as Rasa reads the file."""
+    from rasa.shared.exceptions import RasaException
+    from rasa.shared.utils.io import read_config_file
+
+    saved = dict(os.environ)
+    os.environ.update(env)  # Rasa fills ${...} from the environment its server will have
+    try:
+        config = read_config_file(str(endpoints))
+    except (RasaException, ValueError, OSError):
+        return None
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    action = config.get("action_endpoint") if isinstance(config, dict) else None
+    headers = action.get("headers") if isinstance(action, dict) else None
+    value = headers.get("Authorization") if isinstance(headers, dict) else None
+    return str(value) if value is not None else None
+
+
 def serve(settings: Settings, model: Optional[Path] = None) -> int:
     """Run the servers and the console until interrupted; returns the exit code."""
+    check_secrets(settings)
     check_ports(settings)
     model = model or latest_model(PROJECT_ROOT / "models")
     run_dir = Path(tempfile.mkdtemp(prefix=f"rasa-{settings.rasa_port}-", dir=run_root()))
@@ -222,6 +285,7 @@ def serve(settings: Settings, model: Optional[Path] = None) -> int:
 
 def shell(settings: Settings, model: Optional[Path] = None) -> int:
     """Chat in the terminal: the action server in the background, `rasa shell` in front."""
+    check_secrets(settings)
     if port_in_use(settings.action_port):
         raise StartupError(f"Port {settings.action_port} is already in use; set ACTION_PORT to another port in .env.")
     model = model or latest_model(PROJECT_ROOT / "models")

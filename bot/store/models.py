@@ -358,11 +358,55 @@ class VerificationAttempt(Base):
     order_number = Column(String(40), nullable=False)
     succeeded = Column(Boolean, nullable=False)
     created_at = Column(UTCDateTime, nullable=False, default=utcnow)
+    #: "email" or "postcode": which proof was tried.
+    proof_kind = Column(String(10))
+    #: SHA-256 of the normalised proof tried (the email, or the postcode without spaces), so guessing
+    #: with one address or one postcode is counted shop-wide without keeping the proof itself.
+    proof_key = Column(String(64))
 
     __table_args__ = (
         Index("ix_verification_attempts_order_time", "order_number", "created_at"),
         Index("ix_verification_attempts_conversation", "conversation_id"),
+        Index("ix_verification_attempts_proof_time", "proof_key", "created_at"),
     )
+
+
+class Verification(Base):
+    """A conversation proved it may talk about an order.
+
+    The only proof actions accept: a slot can be forged by whoever can write to a
+    tracker, this row only by the verification check.  It lapses after
+    VERIFICATION_TTL_MINUTES without use and is removed when the conversation
+    starts a new session.
+    """
+
+    __tablename__ = "verifications"
+
+    id = Column(Integer, primary_key=True)
+    conversation_id = Column(String(255), nullable=False)
+    order_number = Column(String(40), nullable=False)
+    verified_at = Column(UTCDateTime, nullable=False, default=utcnow)
+    last_used_at = Column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("conversation_id", "order_number"),)
+
+
+class LoginAttempt(Base):
+    """A console login attempt, counted per username and per client address for the limit.
+
+    Rows are written before the password is checked and kept only for the
+    window the limit looks at.
+    """
+
+    __tablename__ = "login_attempts"
+
+    id = Column(Integer, primary_key=True)
+    #: "user:<username>" or "addr:<client address>".
+    key = Column(String(300), nullable=False)
+    succeeded = Column(Boolean, nullable=False, default=False)
+    created_at = Column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (Index("ix_login_attempts_key_time", "key", "created_at"),)
 
 
 class AuditLog(Base):
@@ -401,5 +445,11 @@ class ChannelDelivery(Base):
     channel = Column(String(40), nullable=False)
     message_id = Column(String(255), nullable=False)
     received_at = Column(UTCDateTime, nullable=False, default=utcnow, index=True)
+    #: What is needed to run the turn again after a restart (sender, text, metadata).
+    payload = Column(JSON)
+    #: Set once the turn ran; a message accepted but never handled is run at the next start.
+    handled_at = Column(UTCDateTime)
+    #: When a process last took the message to run it (a lease, so one replica runs it).
+    claimed_at = Column(UTCDateTime)
 
     __table_args__ = (UniqueConstraint("channel", "message_id"),)

@@ -1,0 +1,145 @@
+"""Proof of identity in the store: guessing is slowed, the owner keeps the strong proof, a proof ends.
+
+Run against the seeded demo store on SQLite and PostgreSQL; every test rolls
+back what it wrote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import pytest
+from sqlalchemy import select
+
+from bot.domain.enums import VerifyResult
+from bot.services.verification import email_key, forget, is_verified, verify
+from bot.store.demo import showcase
+from bot.store.models import Verification, VerificationAttempt
+
+from .conftest import NOW
+
+
+@pytest.fixture
+def orders(demo_session, settings):
+    return {row["scenario"]: row for row in showcase(session=demo_session, settings=settings, now=NOW)}
+
+
+def check(session, settings, conversation, order, *, email=None, postcode=None, now=NOW):
+    return verify(session=session, conversation_id=conversation, order_number=order["order_number"], email=email,
+                  postcode=postcode, policy=settings.policy, now=now)
+
+
+def test_strangers_cannot_lock_the_owner_out_of_the_email_proof(demo_session, settings, orders):
+    """Five wrong proofs from five conversations pause the postcode, never the email on the order."""
+    order = orders["in_transit_on_time"]
+    for n in range(settings.policy.verify_max_failures_per_order_hour):
+        assert check(demo_session, settings, f"rest:stranger-{n}", order, postcode="9999 ZZ").result \
+            == VerifyResult.MISMATCH
+    owner = check(demo_session, settings, "whatsapp:31600000001", order, email=order["email"])
+    assert (owner.result, owner.order_number) == (VerifyResult.VERIFIED, order["order_number"])
+    # the postcode, guessable, counts for nothing for the hour, even when right
+    by_postcode = check(demo_session, settings, "rest:someone", order, postcode=order["postcode"])
+    assert by_postcode.result == VerifyResult.POSTCODE_PAUSED
+    # an hour later it counts again
+    later = check(demo_session, settings, "rest:someone-else", order, postcode=order["postcode"],
+                  now=NOW + dt.timedelta(minutes=61))
+    assert later.result == VerifyResult.VERIFIED
+
+
+def test_a_paused_postcode_says_the_same_for_an_order_that_does_not_exist(demo_session, settings):
+    """The pause is decided by the typed number, so it tells a guesser nothing about existence."""
+    ghost = {"order_number": "WS-999999"}
+    for n in range(settings.policy.verify_max_failures_per_order_hour):
+        check(demo_session, settings, f"rest:g{n}", ghost, postcode="1234 AB")
+    assert check(demo_session, settings, "rest:g-last", ghost, postcode="1234 AB").result \
+        == VerifyResult.POSTCODE_PAUSED
+
+
+def test_one_email_cannot_be_tried_against_every_order(demo_session, settings, orders, caplog):
+    """Past the shop-wide limit an email proves nothing for an hour, not even for its own orders."""
+    victim = orders["late_with_reason"]
+    others = [row for name, row in orders.items() if row["email"] != victim["email"]]
+    limit = settings.policy.verify_max_failures_per_email_hour
+    assert len(others) >= limit
+    with caplog.at_level(logging.WARNING, logger="bot.services.verification"):
+        for n, other in enumerate(others[:limit]):
+            assert check(demo_session, settings, f"rest:probe-{n}", other, email=victim["email"]).result \
+                == VerifyResult.MISMATCH
+    assert any("one email address" in r.getMessage() for r in caplog.records), "no warning a shop can alert on"
+    assert victim["email"] not in caplog.text  # the warning names a hash prefix, never the address
+    own = check(demo_session, settings, "rest:probe-own", victim, email=victim["email"])
+    assert own.result == VerifyResult.EMAIL_PAUSED
+    assert check(demo_session, settings, "rest:probe-later", victim, email=victim["email"],
+                 now=NOW + dt.timedelta(minutes=61)).result == VerifyResult.VERIFIED
+
+
+def test_the_attempts_table_keeps_no_email_address(demo_session, settings, orders):
+    """What is counted per email is its hash."""
+    order = orders["delivered"]
+    check(demo_session, settings, "rest:h", order, email="Someone.Else@Example.net")
+    row = demo_session.scalars(select(VerificationAttempt).where(VerificationAttempt.conversation_id == "rest:h")).one()
+    assert row.proof_key == email_key("someone.else@example.net") and "@" not in row.proof_key
+    assert row.proof_kind == "email"
+
+
+def test_three_failures_lock_a_conversation_for_a_day(demo_session, settings, orders):
+    """The conversation stops trying, even with the right proof; the next day it may try again."""
+    order = orders["out_for_delivery"]
+    results = [check(demo_session, settings, "rest:c", order, email="x@example.net").result for _ in range(3)]
+    assert results == [VerifyResult.MISMATCH, VerifyResult.MISMATCH, VerifyResult.LOCKED]
+    assert check(demo_session, settings, "rest:c", order, email=order["email"]).result == VerifyResult.LOCKED
+    assert check(demo_session, settings, "rest:c", order, email=order["email"],
+                 now=NOW + dt.timedelta(days=1, minutes=1)).result == VerifyResult.VERIFIED
+
+
+def test_a_verification_lapses_without_use_and_ends_with_the_session(demo_session, settings, orders):
+    """Live while used; gone after the TTL without use, and when the conversation starts a new session."""
+    order, ttl = orders["delivered"], settings.verification_ttl_minutes
+    assert check(demo_session, settings, "rest:v", order, email=order["email"]).verified
+
+    def alive(at: dt.datetime, conversation: str = "rest:v") -> bool:
+        return is_verified(session=demo_session, conversation_id=conversation, order_number=order["order_number"],
+                           now=at, ttl_minutes=ttl)
+
+    assert alive(NOW + dt.timedelta(minutes=ttl - 1))  # used: the clock restarts from here
+    assert alive(NOW + dt.timedelta(minutes=2 * ttl - 2))
+    assert not alive(NOW + dt.timedelta(minutes=3 * ttl))  # idle for longer than the TTL
+    assert not alive(NOW + dt.timedelta(minutes=3 * ttl + 1))  # and it does not come back
+    assert not alive(NOW, conversation="rest:someone-else")  # it belongs to one conversation
+
+    assert check(demo_session, settings, "rest:v", order, email=order["email"]).verified
+    assert forget(session=demo_session, conversation_id="rest:v") == 1
+    assert not alive(NOW)
+    assert demo_session.scalars(select(Verification).where(Verification.conversation_id == "rest:v")).first() is None
+
+
+def test_one_postcode_cannot_be_sprayed_across_order_numbers(demo_session, settings, orders, caplog):
+    """Postcodes are shared: after the limit with one postcode, it proves nothing for any order for an hour."""
+    target = orders["in_transit_on_time"]
+    others = [row for row in orders.values() if row["postcode"] != target["postcode"]]
+    limit = settings.policy.verify_max_failures_per_postcode_hour
+    with caplog.at_level(logging.WARNING, logger="bot.services.verification"):
+        for n, other in enumerate((others * 2)[:limit]):
+            assert check(demo_session, settings, f"rest:spray-{n}", other, postcode=target["postcode"]).result \
+                == VerifyResult.MISMATCH
+    assert any("one postcode" in r.getMessage() for r in caplog.records)
+    sprayed = check(demo_session, settings, "rest:spray-hit", target, postcode=target["postcode"])
+    assert sprayed.result == VerifyResult.POSTCODE_PAUSED  # even on an order it belongs to
+    assert check(demo_session, settings, "rest:owner", target, email=target["email"]).verified  # the email still works
+
+
+def test_a_postcode_spray_shop_wide_pauses_every_postcode(demo_session, settings, orders):
+    """Many postcode failures across the shop in an hour: postcodes stop counting; emails still work."""
+    from bot.domain.policy import Policy
+
+    policy = Policy(verify_max_postcode_failures_shop_hour=4)
+    target = orders["delivered"]
+    for n in range(4):
+        verify(session=demo_session, conversation_id=f"rest:w{n}", order_number="WS-99999", postcode=f"{1000 + n} AA",
+               policy=policy, now=NOW)
+    paused = verify(session=demo_session, conversation_id="rest:w-hit", order_number=target["order_number"],
+                    postcode=target["postcode"], policy=policy, now=NOW)
+    assert paused.result == VerifyResult.POSTCODE_PAUSED
+    assert verify(session=demo_session, conversation_id="rest:w-owner", order_number=target["order_number"],
+                  email=target["email"], policy=policy, now=NOW).verified
