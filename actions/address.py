@@ -9,7 +9,7 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.orm import Session
 
-from actions.common import UNPROVEN, latest_intent, polite_failure, still_verified
+from actions.common import latest_intent, polite_failure, still_verified
 from actions.context import context
 from actions.jobs import ADDRESS_SLOTS, Reply
 from bot.domain.enums import AddressMode, HandoffReason
@@ -147,9 +147,7 @@ class ActionSubmitAddress(Action):
 
         def submit(session: Session) -> Reply:
             if not still_verified(session, tracker.sender_id, number):
-                reply = Reply().say("utter_verification_needed")
-                reply.events += UNPROVEN
-                return reply
+                return Reply.unproven()
             order = get_order(session=session, number=number)
             if order is None:
                 raise LookupError(f"verified order {number} disappeared")

@@ -10,7 +10,7 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.orm import Session
 
-from actions.common import UNPROVEN, entity, latest_text, polite_failure, still_verified
+from actions.common import entity, latest_text, polite_failure, still_verified
 from actions.context import context
 from actions.jobs import Reply
 from bot.domain.enums import ClaimOutcome, ResolutionKind
@@ -67,9 +67,7 @@ class ActionSubmitClaim(Action):
 
         def settle(session: Session) -> Reply:
             if not still_verified(session, tracker.sender_id, number):
-                reply = Reply().say("utter_verification_needed")
-                reply.events += UNPROVEN
-                return reply
+                return Reply.unproven()
             order = get_order(session=session, number=number)
             if order is None:
                 raise LookupError(f"verified order {number} disappeared")

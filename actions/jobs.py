@@ -39,6 +39,11 @@ class Reply:
         self.messages.append({"response": response, **kwargs} if response else kwargs)
         return self
 
+    @classmethod
+    def unproven(cls) -> Reply:
+        """The answer when the store holds no live verification: ask again, forget the order's proof."""
+        return cls(events=list(UNPROVEN)).say("utter_verification_needed")
+
     def send(self, dispatcher: CollectingDispatcher) -> None:
         for message in self.messages:
             dispatcher.utter_message(**message)
@@ -127,9 +132,7 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
     ctx = context()
     config, moment = ctx.settings, ctx.now()
     if not still_verified(session, conversation_id, number):
-        reply = Reply().say("utter_verification_needed")
-        reply.events += UNPROVEN
-        return reply
+        return Reply.unproven()
     order = get_order(session=session, number=number)
     if order is None:
         raise LookupError(f"verified order {number} disappeared")

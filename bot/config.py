@@ -29,6 +29,10 @@ PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "dev-token-change-
 MIN_SECRET_CHARS = 32
 
 
+#: The listen address each server token protects.
+_TOKEN_HOSTS = {"rasa_auth_token": "rasa_host", "action_server_token": "action_host"}
+
+
 def weak_secret(value: str) -> bool:
     """A placeholder, or too short to resist guessing."""
     return value.strip().lower() in PLACEHOLDER_SECRETS or len(value.strip()) < MIN_SECRET_CHARS
@@ -143,20 +147,14 @@ class Settings(BaseModel):
             raise ValueError("must differ from RASA_PORT")
         return value
 
-    @validator("rasa_auth_token", always=True)
-    def _token(cls, value: str, values: Dict[str, object]) -> str:
-        exposed = values.get("env") == "production" or not is_loopback(str(values.get("rasa_host", "")))
+    @validator("rasa_auth_token", "action_server_token", always=True)
+    def _server_token(cls, value: str, values: Dict[str, object], field: Any) -> str:
+        # Each token guards a server; it must be strong where that server can be reached or serves shoppers.
+        host = _TOKEN_HOSTS[field.name]
+        exposed = values.get("env") == "production" or not is_loopback(str(values.get(host, "")))
         if exposed and weak_secret(value):
             raise ValueError(f"a random secret of at least {MIN_SECRET_CHARS} characters is needed in production "
-                             "or when RASA_HOST is not loopback (`python -m bot setup` writes one to .env)")
-        return value
-
-    @validator("action_server_token", always=True)
-    def _action_token(cls, value: str, values: Dict[str, object]) -> str:
-        exposed = values.get("env") == "production" or not is_loopback(str(values.get("action_host", "")))
-        if exposed and weak_secret(value):
-            raise ValueError(f"a random secret of at least {MIN_SECRET_CHARS} characters is needed in production "
-                             "or when ACTION_HOST is not loopback (`python -m bot setup` writes one to .env)")
+                             f"or when {host.upper()} is not loopback (`python -m bot setup` writes one to .env)")
         return value
 
     @validator("rest_token", always=True)
