@@ -30,7 +30,7 @@ run: setup $(MODEL) ## set everything up and start the assistant
 test: setup $(MODEL) browser ## set everything up and run the whole test suite
 	$(PYTHON) -m pytest
 
-check: $(INSTALLED) ## lint, type-check and run the fast tests (no servers, no browser; under a minute)
+check: $(INSTALLED) $(WIDGET_DEPS) ## lint, type-check and run the fast tests (no servers, no browser; under a minute)
 	$(VENV)/bin/ruff check bot actions connectors tools tests
 	$(VENV)/bin/mypy
 	$(PYTHON) -m pytest -m "not slow" -q -n auto
