@@ -19,7 +19,7 @@ find_python = $(firstword $(foreach c,$(PY_CANDIDATES),$(shell $(c) -c 'import s
 
 EVAL_SET ?= ../shared/eval/dev.tsv
 
-.PHONY: help run test check setup install train validate shell eval tune-fallback clean browser bench
+.PHONY: help run test check setup install train validate shell eval tune-fallback clean browser bench profile
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -106,6 +106,10 @@ BENCH_ARGS ?=
 
 bench: setup $(MODEL) $(BASELINE_MODEL) ## latency and throughput next to a bare Rasa baseline (options: BENCH_ARGS="--help")
 	@$(PYTHON) -m tools bench --baseline-model $(BASELINE_MODEL) $(BENCH_ARGS)
+
+PROFILE_ARGS ?=
+profile: setup $(MODEL) ## sample the Rasa server's CPU with py-spy while shoppers chat (options: PROFILE_ARGS="--help")
+	@$(PYTHON) -m tools profile $(PROFILE_ARGS)
 
 $(BASELINE_MODEL): $(INSTALLED) $(BASELINE_FILES)
 	RASA_CACHE_DIRECTORY=.run/baseline-cache $(VENV)/bin/rasa train --config tools/baseline/config.yml \

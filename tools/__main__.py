@@ -3,6 +3,7 @@
 eval-nlu FILE [--model M]  measure intent recognition on a held-out TSV (`make eval`)
 tune-fallback M F          fallback-threshold table for model M on held-out NLU file F
 bench [options]            latency and throughput next to a bare Rasa baseline (`make bench`)
+profile [options]          where the Rasa server spends its CPU, sampled with py-spy (`make profile`)
 """
 
 from __future__ import annotations
@@ -54,7 +55,14 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return main(settings, args)
 
 
+def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
+    from tools.profile import main
+
+    return main(settings, args)
+
+
 def parser() -> argparse.ArgumentParser:
+    from tools import profile
     from tools.bench import add_arguments
 
     root = argparse.ArgumentParser(prog="python -m tools", description=__doc__,
@@ -71,6 +79,9 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="latency and throughput next to a bare Rasa baseline")
     add_arguments(bench)
     bench.set_defaults(func=cmd_bench)
+    sampling = sub.add_parser("profile", help="where the Rasa server spends its CPU under load (py-spy)")
+    profile.add_arguments(sampling)
+    sampling.set_defaults(func=cmd_profile)
     return root
 
 

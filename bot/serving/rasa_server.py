@@ -6,7 +6,9 @@ RASA_AUTH_TOKEN (the environment or `.env`), so the token never appears in
 `ps`, in the process table of another user, or in the runner's output.  It is
 also the one place to change how the Rasa server itself behaves: here every
 log record of the process has emails, phone numbers, widget session ids and
-conversation ids masked (`bot.domain.redaction`).
+conversation ids masked (`bot.domain.redaction`), and Rasa runs with the
+changes `bot.serving.rasa_patches` lists (each one removes a measured cost and
+keeps Rasa's behaviour).
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Run Rasa's CLI in this process with the token from the settings; its log lines are redacted."""
     redaction.install()  # before Rasa imports and configures anything: its records pass through it too
     from rasa.__main__ import main as rasa_main
+
+    from bot.serving import rasa_patches
+
+    rasa_patches.install()
 
     sys.argv = rasa_argv(list(sys.argv[1:] if argv is None else argv), get_settings().rasa_auth_token)
     rasa_main()

@@ -1,0 +1,230 @@
+"""The Rasa server's patches keep Rasa's behaviour and drop the measured cost.
+
+The action-server answer is still validated: a malformed answer from a real
+HTTP server on loopback is refused as Rasa refuses it, a good one goes through,
+and the schema is checked once, not on every answer.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict
+
+import jsonschema
+import pytest
+from aiohttp import web
+from rasa.core.actions.action import RemoteAction
+from rasa.core.channels.channel import CollectingOutputChannel
+from rasa.core.nlg import TemplatedNaturalLanguageGenerator
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import ActionExecuted, BotUttered, SlotSet, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.utils.endpoints import EndpointConfig
+from sqlalchemy.engine import make_url
+
+from bot.serving import rasa_patches, rasa_server
+
+GOOD = {"events": [{"event": "slot", "name": "order_number", "value": "WS-1003"}],
+        "responses": [{"text": "hello"}]}
+MALFORMED = [
+    {"events": [{"event": "no_such_event"}]},
+    {"events": {"event": "slot", "name": "x", "value": 1}},  # not a list
+    {"events": [{"event": "slot", "value": 1}]},  # a slot event without its name
+    {"responses": ["just text"]},
+    [],
+]
+
+
+@pytest.fixture
+def patched(monkeypatch):
+    monkeypatch.setattr(RemoteAction, "_validate_action_result", RemoteAction._validate_action_result)
+    for name in ("__init__", "_retrieve", "save"):
+        monkeypatch.setattr(SQLTrackerStore, name, getattr(SQLTrackerStore, name))
+    rasa_patches.install()
+
+
+@pytest.fixture
+def patched_store(monkeypatch):
+    for name in ("__init__", "_retrieve", "save"):
+        monkeypatch.setattr(SQLTrackerStore, name, getattr(SQLTrackerStore, name))
+    rasa_patches.install()
+
+
+@pytest.mark.parametrize("answer", MALFORMED)
+def test_a_malformed_answer_is_refused_with_the_same_error_as_rasa_gives(answer, patched):
+    action = RemoteAction("action_check", None)
+    with pytest.raises(jsonschema.ValidationError) as ours:
+        action._validate_action_result(copy.deepcopy(answer))
+    with pytest.raises(jsonschema.ValidationError) as rasas:
+        jsonschema.validate(copy.deepcopy(answer), RemoteAction.action_response_format_spec())
+    assert ours.value.message.startswith(rasas.value.message)
+    assert "Failed to validate Action server response" in ours.value.message
+    assert list(ours.value.path) == list(rasas.value.path)
+
+
+def test_a_good_answer_passes_and_the_schema_is_checked_once(patched, monkeypatch):
+    action = RemoteAction("action_check", None)
+    assert action._validate_action_result(copy.deepcopy(GOOD)) is True
+    checks = []
+    cls = type(rasa_patches.action_result_validator())
+    original = cls.check_schema
+    monkeypatch.setattr(cls, "check_schema", classmethod(lambda c, *a, **k: checks.append(a) or original(*a, **k)))
+    for _ in range(3):
+        assert action._validate_action_result(copy.deepcopy(GOOD)) is True
+    assert checks == []
+
+
+async def _run_against(answer: Any) -> list:
+    """Run a RemoteAction against a real action server on loopback that answers `answer`."""
+    async def webhook(_request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_post("/webhook", webhook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        action = RemoteAction("action_check", EndpointConfig(f"http://127.0.0.1:{port}/webhook"))
+        return await action.run(CollectingOutputChannel(), TemplatedNaturalLanguageGenerator({}),
+                                DialogueStateTracker("shopper", []), Domain.empty())
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_rasa_server_refuses_a_malformed_action_server_answer(patched):
+    with pytest.raises(jsonschema.ValidationError):
+        await _run_against({"events": [{"event": "slot", "value": "WS-1003"}]})
+    events = await _run_against(GOOD)
+    assert SlotSet("order_number", "WS-1003") in events
+
+
+def test_the_rasa_server_process_installs_the_patches(monkeypatch):
+    """`python -m bot.serving.rasa_server` patches Rasa before Rasa's CLI runs."""
+    monkeypatch.setattr(RemoteAction, "_validate_action_result", RemoteAction._validate_action_result)
+    monkeypatch.setattr(rasa_server.redaction, "install", lambda: None)
+    monkeypatch.setenv("RASA_AUTH_TOKEN", "a-token-for-this-test-only-1234567890")
+    seen: Dict[str, Any] = {}
+
+    def fake_cli() -> None:
+        seen["validator"] = RemoteAction._validate_action_result
+
+    monkeypatch.setattr("rasa.__main__.main", fake_cli)
+    monkeypatch.setattr("sys.argv", ["rasa_server"])
+    rasa_server.main(["run", "--enable-api"])
+    assert seen["validator"] is rasa_patches.validate_action_result
+
+
+# --- the SQL tracker store -------------------------------------------------------------------
+
+DOMAIN = Domain.from_yaml("""
+version: "3.1"
+intents: [greet]
+slots:
+  order_number:
+    type: any
+    mappings: [{type: custom}]
+responses:
+  utter_greet: [{text: hi}]
+""")
+
+
+def _store(url: str) -> SQLTrackerStore:
+    parts = make_url(url)
+    if parts.get_backend_name() == "sqlite":
+        return SQLTrackerStore(DOMAIN, dialect="sqlite", db=parts.database)
+    return SQLTrackerStore(DOMAIN, dialect="postgresql", host=parts.host, port=parts.port or 5432,
+                           db=parts.database, username=parts.username, password=parts.password)
+
+
+def _turn(tracker: DialogueStateTracker, number: int) -> None:
+    tracker.update(ActionExecuted("action_listen"))
+    tracker.update(UserUttered(f"message {number}", {"name": "greet", "confidence": 1.0}))
+    tracker.update(SlotSet("order_number", f"WS-{1000 + number}"))
+    tracker.update(BotUttered(f"answer {number}"))
+
+
+@pytest.fixture
+def tracker_db(databases) -> str:
+    return databases.new_url()
+
+
+async def _conversation(store: SQLTrackerStore, sender: str, turns: int) -> None:
+    """What the processor does each turn: read the conversation (or start it), add a turn, save."""
+    for number in range(turns):
+        tracker = await store.retrieve(sender) or DialogueStateTracker(sender, DOMAIN.slots)
+        _turn(tracker, number)
+        await store.save(tracker)
+
+
+async def test_the_patched_store_writes_what_rasas_store_writes(tracker_db, monkeypatch):
+    """Turn by turn, the patched store keeps exactly the events Rasa's own store keeps."""
+    plain = _store(tracker_db)
+    await _conversation(plain, "plain", 4)
+    monkeypatch.setattr(SQLTrackerStore, "__init__", SQLTrackerStore.__init__)
+    monkeypatch.setattr(SQLTrackerStore, "_retrieve", SQLTrackerStore._retrieve)
+    monkeypatch.setattr(SQLTrackerStore, "save", SQLTrackerStore.save)
+    rasa_patches.install()
+    patched = _store(tracker_db)
+    await _conversation(patched, "patched", 4)
+
+    def dump(tracker: DialogueStateTracker) -> list:
+        return [{k: v for k, v in e.as_dict().items() if k != "timestamp"} for e in tracker.events]
+
+    ours, theirs = await patched.retrieve("patched"), await patched.retrieve("plain")
+    assert len(ours.events) == 16
+    assert dump(ours) == dump(theirs)
+    # Rasa's own code reads what the patched store wrote.
+    monkeypatch.undo()
+    assert dump(await _store(tracker_db).retrieve("patched")) == dump(theirs)
+
+
+async def test_a_tracker_the_store_read_is_saved_without_counting(tracker_db, patched_store, monkeypatch):
+    store = _store(tracker_db)
+    await _conversation(store, "shopper", 2)
+    counted = []
+    original = SQLTrackerStore._event_query
+
+    def spy(self, session, sender_id, fetch_events_from_all_sessions):
+        counted.append(sender_id)
+        return original(self, session, sender_id, fetch_events_from_all_sessions)
+
+    monkeypatch.setattr(SQLTrackerStore, "_event_query", spy)
+    tracker = await store.retrieve("shopper")
+    reads = len(counted)
+    _turn(tracker, 2)
+    await store.save(tracker)
+    assert len(counted) == reads  # no count query for the save
+    # A tracker the store did not read (a copy) is counted, so nothing is written twice.
+    copy_of = tracker.copy()
+    _turn(copy_of, 3)
+    await store.save(copy_of)
+    assert len(counted) > reads
+    assert len((await store.retrieve("shopper")).events) == 16
+
+
+async def test_tracker_reads_and_writes_run_off_the_event_loop(tracker_db, patched_store, monkeypatch):
+    import threading
+
+    loop_thread = threading.get_ident()
+    threads = []
+    for name in ("_read", "_write_new_events"):
+        original = getattr(rasa_patches, name)
+
+        def spy(*args, _original=original, **kwargs):
+            threads.append(threading.get_ident())
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(rasa_patches, name, spy)
+    await _conversation(_store(tracker_db), "shopper", 2)
+    assert len(threads) == 4 and loop_thread not in threads
+
+
+def test_a_sqlite_tracker_store_uses_write_ahead_logging(tmp_path, patched_store):
+    store = _store(f"sqlite:///{tmp_path / 'tracker.db'}")
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
