@@ -8,6 +8,7 @@ and the schema is checked once, not on every answer.
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any, Dict
 
 import jsonschema
@@ -18,7 +19,7 @@ from rasa.core.channels.channel import CollectingOutputChannel
 from rasa.core.nlg import TemplatedNaturalLanguageGenerator
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import ActionExecuted, BotUttered, SlotSet, UserUttered
+from rasa.shared.core.events import ActionExecuted, BotUttered, Event, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.utils.endpoints import EndpointConfig
 from sqlalchemy.engine import make_url
@@ -36,19 +37,24 @@ MALFORMED = [
 ]
 
 
-@pytest.fixture
-def patched(monkeypatch):
-    monkeypatch.setattr(RemoteAction, "_validate_action_result", RemoteAction._validate_action_result)
-    for name in ("__init__", "_retrieve", "save"):
-        monkeypatch.setattr(SQLTrackerStore, name, getattr(SQLTrackerStore, name))
-    rasa_patches.install()
+#: What `install` replaces; each test puts Rasa's own back afterwards.
+PATCHED = ((RemoteAction, "_validate_action_result"), (SQLTrackerStore, "__init__"),
+           (SQLTrackerStore, "_retrieve"), (SQLTrackerStore, "save"), (Event, "resolve_by_type"))
 
 
 @pytest.fixture
-def patched_store(monkeypatch):
-    for name in ("__init__", "_retrieve", "save"):
-        monkeypatch.setattr(SQLTrackerStore, name, getattr(SQLTrackerStore, name))
+def unpatched(monkeypatch):
+    """Rasa as it comes, restored after the test whatever it installs."""
+    for owner, name in PATCHED:
+        monkeypatch.setattr(owner, name, inspect.getattr_static(owner, name))
+
+
+@pytest.fixture
+def patched(unpatched):
     rasa_patches.install()
+
+
+patched_store = patched
 
 
 @pytest.mark.parametrize("answer", MALFORMED)
@@ -67,7 +73,7 @@ def test_a_good_answer_passes_and_the_schema_is_checked_once(patched, monkeypatc
     action = RemoteAction("action_check", None)
     assert action._validate_action_result(copy.deepcopy(GOOD)) is True
     checks = []
-    cls = type(rasa_patches.action_result_validator())
+    cls = type(rasa_patches.action_result_check().full)
     original = cls.check_schema
     monkeypatch.setattr(cls, "check_schema", classmethod(lambda c, *a, **k: checks.append(a) or original(*a, **k)))
     for _ in range(3):
@@ -102,9 +108,8 @@ async def test_the_rasa_server_refuses_a_malformed_action_server_answer(patched)
     assert SlotSet("order_number", "WS-1003") in events
 
 
-def test_the_rasa_server_process_installs_the_patches(monkeypatch):
+def test_the_rasa_server_process_installs_the_patches(unpatched, monkeypatch):
     """`python -m bot.serving.rasa_server` patches Rasa before Rasa's CLI runs."""
-    monkeypatch.setattr(RemoteAction, "_validate_action_result", RemoteAction._validate_action_result)
     monkeypatch.setattr(rasa_server.redaction, "install", lambda: None)
     monkeypatch.setenv("RASA_AUTH_TOKEN", "a-token-for-this-test-only-1234567890")
     seen: Dict[str, Any] = {}
@@ -160,13 +165,10 @@ async def _conversation(store: SQLTrackerStore, sender: str, turns: int) -> None
         await store.save(tracker)
 
 
-async def test_the_patched_store_writes_what_rasas_store_writes(tracker_db, monkeypatch):
+async def test_the_patched_store_writes_what_rasas_store_writes(tracker_db, unpatched, monkeypatch):
     """Turn by turn, the patched store keeps exactly the events Rasa's own store keeps."""
     plain = _store(tracker_db)
     await _conversation(plain, "plain", 4)
-    monkeypatch.setattr(SQLTrackerStore, "__init__", SQLTrackerStore.__init__)
-    monkeypatch.setattr(SQLTrackerStore, "_retrieve", SQLTrackerStore._retrieve)
-    monkeypatch.setattr(SQLTrackerStore, "save", SQLTrackerStore.save)
     rasa_patches.install()
     patched = _store(tracker_db)
     await _conversation(patched, "patched", 4)
@@ -178,7 +180,7 @@ async def test_the_patched_store_writes_what_rasas_store_writes(tracker_db, monk
     assert len(ours.events) == 16
     assert dump(ours) == dump(theirs)
     # Rasa's own code reads what the patched store wrote.
-    monkeypatch.undo()
+    monkeypatch.undo()  # Rasa's own methods again
     assert dump(await _store(tracker_db).retrieve("patched")) == dump(theirs)
 
 
@@ -228,3 +230,91 @@ def test_a_sqlite_tracker_store_uses_write_ahead_logging(tmp_path, patched_store
     with store.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+# --- event classes by name -------------------------------------------------------------------
+
+def test_event_classes_are_found_as_rasa_finds_them(unpatched):
+    from rasa.shared.core import events
+    from rasa.shared.utils.common import all_subclasses
+
+    original = events.Event.resolve_by_type
+    names = {cls.type_name for cls in all_subclasses(events.Event)}
+    expected = {name: original(name) for name in names}
+    rasa_patches.install()
+    assert {name: events.Event.resolve_by_type(name) for name in names} == expected
+    assert events.Event.resolve_by_type("no_such_event", default=events.BotUttered) is events.BotUttered
+    with pytest.raises(ValueError, match="Unknown event name"):
+        events.Event.resolve_by_type("no_such_event")
+    # Parsed back from a dict through Rasa's own entry point.
+    assert isinstance(events.Event.from_parameters({"event": "slot", "name": "a", "value": 1}), events.SlotSet)
+
+    class LateEvent(events.Event):  # defined after the table was built
+        type_name = "late_event_for_this_test"
+
+        def __eq__(self, other):
+            return isinstance(other, LateEvent)
+
+        def __hash__(self):
+            return 1
+
+        def __str__(self):
+            return "LateEvent()"
+
+        def as_story_string(self):
+            return None
+
+    assert events.Event.resolve_by_type("late_event_for_this_test") is LateEvent
+
+
+def test_looking_up_an_event_class_does_not_walk_the_subclasses(patched, monkeypatch):
+    from rasa.shared.core import events
+
+    events.Event.resolve_by_type("slot")
+    walks = []
+    original = rasa_patches.all_subclasses
+    monkeypatch.setattr(rasa_patches, "all_subclasses", lambda cls: walks.append(cls) or original(cls))
+    monkeypatch.setattr("rasa.shared.utils.common.all_subclasses", lambda cls: walks.append(cls) or original(cls))
+    for name in ("slot", "user", "bot", "action", "active_loop"):
+        events.Event.resolve_by_type(name)
+    assert walks == []
+
+
+def _sample_events() -> list:
+    """One event of every kind Rasa knows, as an action server would send it."""
+    from rasa.shared.core import events as ev
+
+    return [e.as_dict() for e in (
+        ev.UserUttered("hi", {"name": "greet", "confidence": 1.0}), ev.ActionExecuted("action_listen"),
+        ev.SlotSet("order_number", "WS-1003"), ev.EntitiesAdded([{"entity": "x", "value": "y"}]),
+        ev.ReminderCancelled(name="r"), ev.ActionExecutionRejected("action_x"), ev.LoopInterrupted(True),
+        ev.ActiveLoop("verify_form"), ev.AllSlotsReset(), ev.ConversationResumed(), ev.ConversationPaused(),
+        ev.FollowupAction("action_x"), ev.StoryExported(), ev.Restarted(), ev.ActionReverted(),
+        ev.UserUtteranceReverted(), ev.BotUttered("hello", {"buttons": []}), ev.SessionStarted(),
+        ev.AgentUttered("hi"), ev.DefinePrevUserUtteredFeaturization(False))]
+
+
+def _variants(event: dict) -> list:
+    """The event and ways an action server could get it wrong."""
+    out = [event, {k: v for k, v in event.items() if k != "event"}, {**event, "event": "slot"},
+           {**event, "event": 7}, {**event, "event": None}, {**event, "timestamp": "yesterday"}, "text", None]
+    for key, value in event.items():
+        if key != "event":
+            out.append({k: v for k, v in event.items() if k != key})
+            out.append({**event, key: [value]})
+            out.append({**event, key: 12345})
+    return out
+
+
+def test_the_fast_check_accepts_and_refuses_exactly_what_the_full_schema_does():
+    check = rasa_patches.action_result_check()
+    assert check.shell is not None, "the schema of this Rasa version is checked in full on every answer"
+    answers = [{}, {"events": []}, {"events": None}, {"responses": [{"text": "x"}], "events": "x"}, "x", 3]
+    for event in _sample_events():
+        for variant in _variants(event):
+            answers.append({"events": [variant]})
+            answers.append({"events": [_sample_events()[2], variant], "responses": [{"text": "ok"}]})
+    disagreements = [a for a in answers if check.valid(a) != check.full.is_valid(a)]
+    assert disagreements == []
+    assert sum(check.full.is_valid(a) for a in answers) > 40  # both kinds are in the sample
+    assert sum(not check.full.is_valid(a) for a in answers) > 40

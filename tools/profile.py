@@ -69,6 +69,10 @@ def _function(frame: str) -> str:
     return f"{head})" if rest.endswith(")") and rest[:-1].isdigit() else frame
 
 
+#: Frames where a thread waits for work: py-spy reports them as running, but they use no CPU.
+IDLE = ("_worker (concurrent/futures/thread.py)", "wait (threading.py)", "select (selectors.py)")
+
+
 def parse_raw(lines: Iterable[str]) -> Tuple[Counter, Counter, int]:
     """Inclusive and self sample counts per function from py-spy's raw output, and the total."""
     inclusive: Counter = Counter()
@@ -80,6 +84,8 @@ def parse_raw(lines: Iterable[str]) -> Tuple[Counter, Counter, int]:
             continue
         count = int(count_text)
         frames = [_function(frame) for frame in stack.split(";") if frame]
+        if not frames or frames[-1] in IDLE:
+            continue
         total += count
         for frame in set(frames):
             inclusive[frame] += count

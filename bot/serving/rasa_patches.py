@@ -6,15 +6,25 @@ replicas, the tests' servers) runs with them.  Each one keeps Rasa's behaviour
 and removes a cost a profile of the running server showed; `tests/test_rasa_patches.py`
 checks both halves.
 
-* **The action server's answer is validated with a validator built once.**
+* **The action server's answer is validated with validators built once.**
   Rasa 3.6 checks every action-server response with
   ``jsonschema.validate(result, schema)``.  That call picks a validator class,
   checks the schema against its meta-schema and builds a new validator, every
   time; with jsonschema 4.17 this took more than half the server's CPU in a
-  status conversation.  The schema never changes, so it is checked once here,
-  and each response goes through the same validator.  A malformed response is
-  refused exactly as before: the same `jsonschema.ValidationError` (the best
-  match among the errors, as `validate` picks it), with Rasa's hint appended.
+  status conversation.  The schema never changes, so it is checked once here.
+  Each event of an answer is then checked against the one event schema its
+  `event` names rather than trying all twenty-three of Rasa's `oneOf`, which
+  accepts and refuses exactly the same answers (see `ActionResultCheck`).  A
+  malformed response is refused as before: the same
+  `jsonschema.ValidationError` (the best match among the errors, as `validate`
+  picks it), with Rasa's hint appended.
+* **An event's class is found by its name in a table.**  Rasa turns each
+  stored or received event into its class by walking every subclass of
+  `Event` (with an `isabstract` check on each), once per event: dozens of
+  times for every tracker read and every action answer.  The table is built
+  from the same walk, keeps Rasa's choice where two classes share a name (the
+  first found), and is rebuilt when a name is missing, so events defined
+  later are still found and unknown names fail as before.
 * **The SQL tracker store works off the event loop and counts less.**  Rasa's
   `SQLTrackerStore` runs its queries and commits inside `async` methods, so
   while one conversation is read or written (a SQLite commit waits for the
@@ -24,10 +34,12 @@ checks both halves.
   the tracker the store just read carries that number already, so the store
   remembers it (and counts as before for a tracker it did not read).  Turns of
   one conversation never overlap (the lock store), so the number is exact.
-* **A SQLite tracker store uses write-ahead logging** (`journal_mode=WAL`,
-  `synchronous=NORMAL`): readers never wait for a writer, and a commit no
-  longer waits for the disk twice.  A power cut can lose the last turns
-  written, never the database.  PostgreSQL is left as configured.
+* **A SQLite tracker store keeps its connections open and uses write-ahead
+  logging** (`journal_mode=WAL`, `synchronous=NORMAL`).  Rasa's engine opened
+  a new connection for every read and write; now a small pool keeps a few.
+  With WAL readers never wait for a writer and a commit no longer waits for
+  the disk twice; a power cut can lose the last turns written, never the
+  database.  PostgreSQL is left as configured.
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ import asyncio
 import itertools
 import json
 import weakref
-from typing import Any, Callable, Dict, Optional, Text, Tuple
+from typing import Any, Callable, Dict, Optional, Text, Tuple, Type
 
 import sqlalchemy as sa
 from jsonschema import exceptions, validators
@@ -44,33 +56,112 @@ from jsonschema.protocols import Validator
 from rasa.core.actions.action import RemoteAction
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.constants import DOCS_BASE_URL
+from rasa.shared.core.events import Event
 from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.utils.common import all_subclasses
+from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import QueuePool
 
 _ACTION_RESULT_HINT = (". Failed to validate Action server response from API, make sure your response from the "
                        f"Action endpoint is valid. For more information about the format visit "
                        f"{DOCS_BASE_URL}/custom-actions")
 
-_validator: Optional[Validator] = None
+def _built(schema: Dict[Text, Any]) -> Validator:
+    cls = validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
 
 
-def action_result_validator() -> Validator:
-    """The validator for action-server responses, built (and its schema checked) on first use."""
-    global _validator
-    if _validator is None:
-        schema = RemoteAction.action_response_format_spec()
-        cls = validators.validator_for(schema)
-        cls.check_schema(schema)
-        _validator = cls(schema)
-    return _validator
+class ActionResultCheck:
+    """Rasa's schema for action-server answers, checked with validators built once.
+
+    `full` is the whole schema.  An answer's events are a list of objects that
+    must match exactly one of about twenty event schemas (`oneOf`), and each
+    of those requires its own value of `event`; so an event is valid exactly
+    when it passes the common part and the one schema named by its `event`.
+    `valid` checks that way, each event against one schema instead of all of
+    them.  Whenever that finds a fault, or the schema is not shaped as
+    expected (another Rasa version), the full validator decides and explains,
+    so the error is the one Rasa gives.
+    """
+
+    def __init__(self, schema: Dict[Text, Any]) -> None:
+        self.full = _built(schema)
+        self.shell: Optional[Validator] = None
+        self.common: Optional[Validator] = None
+        self.by_event: Dict[Any, Validator] = {}
+        try:
+            events = schema["properties"]["events"]
+            item = events["items"]
+            names = [option["properties"]["event"]["const"] for option in item["oneOf"]]
+        except (KeyError, TypeError):
+            return
+        if "event" not in item.get("required", ()) or len(set(names)) != len(names):
+            return
+        shell = {**schema, "properties": {**schema["properties"], "events": {**events, "items": {}}}}
+        self.shell = _built(shell)
+        self.common = _built({key: value for key, value in item.items() if key != "oneOf"})
+        self.by_event = {name: _built(option) for name, option in zip(names, item["oneOf"])}
+
+    def valid(self, result: Any) -> bool:
+        """True when `result` passes the schema; False means: ask `full` why not."""
+        if self.shell is None or self.common is None or not self.shell.is_valid(result):
+            return False
+        for event in result.get("events") or ():
+            if not self.common.is_valid(event):
+                return False
+            option = self.by_event.get(event["event"]) if isinstance(event["event"], str) else None
+            if option is None or not option.is_valid(event):
+                return False
+        return True
+
+
+_check: Optional[ActionResultCheck] = None
+
+
+def action_result_check() -> ActionResultCheck:
+    """The check for action-server answers, built (and its schemas checked) on first use."""
+    global _check
+    if _check is None:
+        _check = ActionResultCheck(RemoteAction.action_response_format_spec())
+    return _check
 
 
 def validate_action_result(_action: RemoteAction, result: Dict[Text, Any]) -> bool:
-    """`RemoteAction._validate_action_result`, with the validator built once."""
-    error = exceptions.best_match(action_result_validator().iter_errors(result))
+    """`RemoteAction._validate_action_result`, with validators built once."""
+    check = action_result_check()
+    if check.valid(result):
+        return True
+    error = exceptions.best_match(check.full.iter_errors(result))
     if error is not None:
         error.message += _ACTION_RESULT_HINT
         raise error
     return True
+
+
+# --- event classes by name ----------------------------------------------------------------
+
+_event_classes: Dict[Text, Type[Event]] = {}
+_original_resolve = Event.resolve_by_type
+
+
+def _event_class_table() -> Dict[Text, Type[Event]]:
+    table: Dict[Text, Type[Event]] = {}
+    for cls in all_subclasses(Event):
+        table.setdefault(cls.type_name, cls)
+    return table
+
+
+def resolve_event_type(type_name: Text, default: Optional[Type[Event]] = None) -> Optional[Type[Event]]:
+    """`Event.resolve_by_type`, from a table instead of a walk over every subclass."""
+    global _event_classes
+    found = _event_classes.get(type_name)
+    if found is None:
+        _event_classes = _event_class_table()
+        found = _event_classes.get(type_name)
+    if found is not None:
+        return found
+    return _original_resolve(type_name, default)  # Rasa's answer for a name no class has
 
 
 # --- the SQL tracker store --------------------------------------------------------------
@@ -149,16 +240,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+#: Connections kept open to a SQLite tracker store: as many as the worker threads that may use them at once.
+SQLITE_POOL_SIZE = 4
+
 _original_init: Optional[Callable[..., None]] = None
 
 
 def _init(store: SQLTrackerStore, *args: Any, **kwargs: Any) -> None:
     assert _original_init is not None
     _original_init(store, *args, **kwargs)
-    if store.engine.dialect.name == "sqlite":
+    if store.engine.dialect.name == "sqlite" and store.engine.url.database not in (None, "", ":memory:"):
+        # Rasa's engine opens a new SQLite connection for every read and write; a small pool
+        # keeps them open (the worker threads share them, one at a time).
+        url = store.engine.url
+        store.engine.dispose()
+        store.engine = sa.create_engine(url, poolclass=QueuePool, pool_size=SQLITE_POOL_SIZE, max_overflow=0,
+                                        connect_args={"check_same_thread": False})
         sa.event.listen(store.engine, "connect", _sqlite_pragmas)
-        with store.engine.connect() as connection:  # the journal mode stays with the file
-            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        store.sessionmaker = sessionmaker(bind=store.engine)
 
 
 def install() -> None:
@@ -167,6 +266,7 @@ def install() -> None:
     RemoteAction._validate_action_result = validate_action_result
     if _original_init is None:
         _original_init = SQLTrackerStore.__init__
+    Event.resolve_by_type = staticmethod(resolve_event_type)
     SQLTrackerStore._retrieve = _retrieve
     SQLTrackerStore.save = _save
     SQLTrackerStore.__init__ = _init
