@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
@@ -54,6 +55,44 @@ CHANNEL_SECRETS: Dict[str, tuple] = {
 }
 
 
+#: The Redis pub/sub channel the widget's rooms are shared on; one per shop when shops share a Redis.
+DEFAULT_WIDGET_REDIS_CHANNEL = "wismo-widget"
+#: A pub/sub channel name: no spaces, nothing a shell or a log line would mangle.
+REDIS_CHANNEL = re.compile(r"[A-Za-z0-9._:-]{1,100}")
+
+
+def redis_url_problem(url: str) -> Optional[str]:
+    """Why `url` is not a Redis URL redis-py can connect to, or None if it is one.
+
+    The reason never repeats the URL, which may carry a password.
+    """
+    if not url or any(char.isspace() for char in url):
+        return "a URL without spaces such as redis://redis.internal:6379/0"
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "must start with redis://, rediss:// (TLS) or unix://"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "the port is not a number from 1 to 65535"
+    if parts.scheme == "unix":
+        if not parts.path:
+            return "a unix:// URL needs the socket's path, e.g. unix:///run/redis/redis.sock"
+    elif not parts.hostname:
+        return "needs a host, e.g. redis://redis.internal:6379/0"
+    elif not re.fullmatch(r"/?\d*", parts.path):
+        return "the path after the host can only be a database number, e.g. /0"
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)  # the options after "?", checked as redis-py will read them
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 class SettingsError(Exception):
     """A setting is missing or has a value the assistant cannot use."""
 
@@ -85,6 +124,9 @@ class Settings(BaseModel):
     rasa_credentials: str = "credentials.yml"
     # Channels.  A channel is switched on by setting all of its secrets.
     widget_origins: str = ""
+    #: Shares the widget's socket.io rooms between Rasa replicas; empty: each process keeps its own.
+    widget_redis_url: str = ""
+    widget_redis_channel: str = DEFAULT_WIDGET_REDIS_CHANNEL
     whatsapp_verify_token: str = ""
     whatsapp_app_secret: str = ""
     whatsapp_access_token: str = ""
@@ -178,6 +220,19 @@ class Settings(BaseModel):
         for origin in (part.strip() for part in value.split(",")):
             if origin and origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(f"{origin!r} is not an origin such as https://shop.example.com (no path)")
+        return value
+
+    @validator("widget_redis_url")
+    def _widget_redis_url(cls, value: str) -> str:
+        problem = redis_url_problem(value.strip()) if value.strip() else None
+        if problem:
+            raise ValueError(problem)
+        return value.strip()
+
+    @validator("widget_redis_channel")
+    def _widget_redis_channel(cls, value: str) -> str:
+        if not REDIS_CHANNEL.fullmatch(value):
+            raise ValueError("letters, digits and . _ : - only (at most 100), e.g. wismo-widget")
         return value
 
     @validator("console_port")

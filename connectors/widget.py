@@ -21,6 +21,12 @@ The server speaks the websocket transport only.  Browsers apply no CORS to
 websockets (the origin check above is what protects them), so long-polling's
 CORS headers, which would collide with the ones Rasa's sanic-cors adds for
 ``RASA_CORS_ORIGINS``, never come into play.
+
+Scaled out, a shopper's widget is connected to one Rasa replica while the
+agent console's reply may be handled by another.  With ``WIDGET_REDIS_URL``
+set, the replicas share the sessions' rooms through one Redis pub/sub channel
+(python-socketio's ``AsyncRedisManager``): a message sent to a session on any
+replica reaches its widgets on every replica.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import json
 import logging
 import re
 import secrets
+import socket
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Text, Tuple
 from urllib.parse import urlsplit
@@ -40,9 +47,9 @@ from rasa.core.channels.socketio import SocketBlueprint, SocketIOInput, SocketIO
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
-from socketio import AsyncServer
+from socketio import AsyncRedisManager, AsyncServer
 
-from bot.config import get_settings
+from bot.config import DEFAULT_WIDGET_REDIS_CHANNEL, REDIS_CHANNEL, get_settings, redis_url_problem
 from connectors import scoped, unscoped
 
 logger = logging.getLogger(__name__)
@@ -68,6 +75,14 @@ BOT_EVENT = "bot_uttered"
 SOCKETIO_PATH = "/socket.io"
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+#: What credentials.yml may set for the widget channel (each overrides WIDGET_REDIS_URL / _CHANNEL).
+CREDENTIAL_KEYS = ("redis_url", "redis_channel")
+#: How long a message waits for Redis before the other replicas' widgets are given up on for it.
+PUBLISH_TIMEOUT_S = 2.0
+#: Idle seconds, probe interval and probes before a silently dead Redis connection is closed (and
+#: before a NAT or load balancer would drop an idle pub/sub connection).
+KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
 
 
 def normalise_origin(origin: str) -> Optional[str]:
@@ -154,6 +169,54 @@ def _is_user_message(data: Any) -> bool:
     return isinstance(data, dict) and isinstance(data.get("message"), str) and bool(data["message"].strip())
 
 
+def shown_redis_url(url: str) -> str:
+    """`url` with its password replaced, for log lines."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def redis_options(url: str) -> Dict[str, Any]:
+    """Connection options: a connect timeout, so an unreachable Redis cannot hold a reply, and TCP keepalive.
+
+    The pub/sub connection sits idle between messages.  Without keepalive, a
+    connection dropped silently (a NAT's idle timeout, a Redis host that
+    vanished) would leave the replica listening to nothing for good; with it
+    the connection fails and python-socketio subscribes again.  No read
+    timeout: the listener's read waits for the next message for as long as it
+    takes, and a timeout there would drop the subscription every few seconds.
+    """
+    options: Dict[str, Any] = {"socket_connect_timeout": PUBLISH_TIMEOUT_S}
+    if urlsplit(url).scheme != "unix":
+        options["socket_keepalive"] = True
+        options["socket_keepalive_options"] = {getattr(socket, name): value for name, value in KEEPALIVE.items()
+                                               if hasattr(socket, name)}
+    return options
+
+
+class SharedRooms(AsyncRedisManager):
+    """The sessions' rooms, shared by every replica through one Redis pub/sub channel.
+
+    python-socketio hands a message to this replica's own sockets first and
+    then publishes it for the others, giving up (and logging) after two failed
+    attempts, so a Redis that is down costs the other replicas' widgets that
+    message and nothing more.  A Redis that takes connections but does not
+    answer would hold the publish, and with it the conversation's turn, for as
+    long as TCP waits: the publish is bounded here.
+    """
+
+    async def _publish(self, data: Any) -> Any:
+        try:
+            return await asyncio.wait_for(super()._publish(data), PUBLISH_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            logger.error("Redis took no widget message within %.0f s; widgets on other replicas miss it.",
+                         PUBLISH_TIMEOUT_S)
+            return None
+
+
 class WidgetOutput(SocketIOOutput):
     """Sends the bot's messages to every open widget of one session (its socket.io room)."""
 
@@ -194,28 +257,53 @@ class WidgetInput(SocketIOInput):
 
     @classmethod
     def from_credentials(cls, credentials: Optional[Dict[Text, Any]]) -> InputChannel:
-        """Build the channel from the settings; ``credentials.yml`` takes no options for it.
+        """Build the channel from the settings, and the shared rooms' Redis from credentials.yml if it names one.
 
-        The allowed origins come from ``WIDGET_ORIGINS``; a key in
-        credentials.yml would suggest a setting that is silently ignored, so it
-        stops the server instead.
+        ``redis_url`` and ``redis_channel`` in credentials.yml override
+        ``WIDGET_REDIS_URL`` and ``WIDGET_REDIS_CHANNEL``; an empty value
+        leaves the setting in force.  Any other key would suggest a setting
+        that is silently ignored, so it stops the server instead; the allowed
+        origins come from ``WIDGET_ORIGINS``.
         """
-        if credentials:
+        given = dict(credentials or {})
+        unknown = [str(key) for key in given if key not in CREDENTIAL_KEYS]
+        if unknown:
             raise ValueError(
-                f"The widget channel takes no options in credentials.yml (got {', '.join(map(str, credentials))}); "
-                "set the allowed origins with WIDGET_ORIGINS."
+                f"The widget channel takes only {' and '.join(CREDENTIAL_KEYS)} in credentials.yml "
+                f"(got {', '.join(unknown)}); set the allowed origins with WIDGET_ORIGINS."
             )
+        for key, value in given.items():
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{key} of the widget channel in credentials.yml must be a string.")
+        redis_url = (given.get("redis_url") or "").strip()
+        redis_channel = (given.get("redis_channel") or "").strip()
+        problem = redis_url_problem(redis_url) if redis_url else None
+        if problem:  # the reason, never the URL: it may hold a password
+            raise ValueError(f"redis_url of the widget channel in credentials.yml is not a Redis URL: {problem}.")
+        if redis_channel and not REDIS_CHANNEL.fullmatch(redis_channel):
+            raise ValueError("redis_channel of the widget channel in credentials.yml: "
+                             "letters, digits and . _ : - only (at most 100), e.g. wismo-widget.")
         settings = get_settings()
-        return cls(origins=settings.widget_origin_list, shop_name=settings.shop_name)
+        redis_url = redis_url or settings.widget_redis_url
+        redis_channel = redis_channel or settings.widget_redis_channel
+        return cls(origins=settings.widget_origin_list, shop_name=settings.shop_name, redis_url=redis_url,
+                   redis_channel=redis_channel)
 
     def __init__(self, origins: Sequence[str] = (), shop_name: str = "Wild Sparrow Home",
-                 widget_dir: Path = WIDGET_DIR) -> None:
-        """Accept connections from `origins` (and the server's own); `shop_name` titles the demo page."""
+                 widget_dir: Path = WIDGET_DIR, redis_url: str = "",
+                 redis_channel: str = DEFAULT_WIDGET_REDIS_CHANNEL) -> None:
+        """Accept connections from `origins` (and the server's own); `shop_name` titles the demo page.
+
+        With `redis_url`, the sessions' rooms are shared with every replica
+        using the same Redis and `redis_channel`; without, they stay in this process.
+        """
         super().__init__(user_message_evt=USER_EVENT, bot_message_evt=BOT_EVENT, session_persistence=True,
                          socketio_path=SOCKETIO_PATH)
         self.origin_policy = OriginPolicy(origins)
         self.shop_name = shop_name
         self.widget_dir = widget_dir
+        self.redis_url = redis_url
+        self.redis_channel = redis_channel
         self._bundle: Optional[Tuple[Tuple[float, float], bytes]] = None
 
     def url_prefix(self) -> Text:
@@ -223,7 +311,11 @@ class WidgetInput(SocketIOInput):
         return "/widget"
 
     def get_output_channel(self) -> Optional[OutputChannel]:
-        """The output channel for messages sent outside a shopper's turn (same process only)."""
+        """The output channel for messages sent outside a shopper's turn (an agent's reply, say).
+
+        It reaches the session's widgets on this replica, and on every other
+        one when the rooms are shared through Redis.
+        """
         if self.sio is None:
             return None
         return WidgetOutput(self.sio)
@@ -273,9 +365,24 @@ class WidgetInput(SocketIOInput):
 
     # --- routes and socket.io events -------------------------------------------------
 
+    def client_manager(self) -> Optional[SharedRooms]:
+        """The rooms shared through Redis, or None to keep them in this process.
+
+        Nothing connects here: python-socketio connects on the first publish
+        and subscribes when the first widget connects, and keeps retrying
+        while Redis is unreachable.
+        """
+        if not self.redis_url:
+            return None
+        logger.info("Widget rooms are shared through Redis at %s on channel %s.",
+                    shown_redis_url(self.redis_url), self.redis_channel)
+        return SharedRooms(self.redis_url, channel=self.redis_channel, logger=logger,
+                           redis_options=redis_options(self.redis_url))
+
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         """The widget's routes and the socket.io server attached to the app."""
         sio = AsyncServer(
+            client_manager=self.client_manager(),
             async_mode="sanic",
             cors_allowed_origins=self.origin_policy,
             cors_credentials=False,
@@ -339,7 +446,8 @@ class WidgetInput(SocketIOInput):
             if previous and previous != session_id:
                 await sio.leave_room(sid, previous)
             await sio.enter_room(sid, session_id)
-            await sio.emit("session_confirm", session_id, room=sid)
+            # Addressed to this connection, which is on this replica: no need to publish it.
+            await sio.emit("session_confirm", session_id, room=sid, ignore_queue=True)
 
         @sio.on(self.user_message_evt)
         async def user_uttered(sid: Text, data: Any) -> None:
@@ -365,4 +473,4 @@ class WidgetInput(SocketIOInput):
             finally:
                 # The turn is over, answered or not (a conversation handed to a
                 # person gets no bot answer): the widget stops its typing dots.
-                await sio.emit(TURN_DONE_EVT, room=sid)
+                await sio.emit(TURN_DONE_EVT, room=sid, ignore_queue=True)

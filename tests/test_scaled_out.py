@@ -4,7 +4,8 @@ One action server and two Rasa servers run on free ports and share one
 endpoints file: the conversations in a PostgreSQL tracker store, Redis as
 the lock store, RabbitMQ as the event broker, the shop's orders in a
 PostgreSQL store.  A shopper's messages go to either replica, as a load
-balancer would send them.
+balancer would send them.  Both replicas open the site widget's channel
+with its socket.io rooms shared through the same Redis.
 
 The lock store is the project's ``bot.serving.lock_store.AtomicRedisLockStore``, not
 Rasa's ``type: redis``: Rasa's reads a conversation's lock, changes it and
@@ -13,7 +14,8 @@ moment can both get it (the contention test below fails with it).
 
 The engines are the ones named by TEST_POSTGRES_URL, TEST_REDIS_URL and
 TEST_RABBITMQ_URL (defaults: the local servers).  Each run makes its own
-databases, lock-key prefix, queue and exchange, and removes them afterwards.
+databases, lock-key prefix, widget pub/sub channel, queue and exchange, and
+removes them afterwards (a pub/sub channel leaves nothing behind).
 An engine that cannot be reached fails the run with its name: scaling out is
 a promise, so it is checked wherever the suite runs.
 """
@@ -32,11 +34,18 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy.engine import make_url
+
+from bot.console.rasa import RasaClient
+from connectors.widget import new_session_id
 
 from .conftest import ACTION_TOKEN, _Databases, load_settings_env, pg_admin_url
 from .helpers.servers import MODEL, ROOT, Server, free_port
 from .helpers.shopper import rest_messages_async
+from .helpers.waits import wait_for
+from .test_console import BACK_WITH_BOT
+from .test_widget import Shopper
 
 #: Every test here runs two Rasa replicas and an action server.
 pytestmark = pytest.mark.slow
@@ -204,6 +213,15 @@ async def _drop_broker_objects(queue: str, exchange: str) -> None:
         await connection.close()
 
 
+def _subscribers(channel: str) -> int:
+    """How many connections listen on a Redis pub/sub channel."""
+    client = _redis_client()
+    try:
+        return int(dict(client.pubsub_numsub(channel)).get(channel.encode(), 0))
+    finally:
+        client.close()
+
+
 def _delete_lock_keys(prefix: str) -> None:
     client = _redis_client()
     try:
@@ -248,12 +266,13 @@ def _replica(name: str, port: int, env: Mapping[str, str], tmp: Path) -> Server:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
-    """One action server and two Rasa replicas sharing a tracker store, a lock store and an event broker."""
+    """An action server and two Rasa replicas sharing tracker store, lock store, event broker and widget rooms."""
     assert MODEL.is_file(), "no trained model: `make test` trains it first (or run `make train`)"
     _require_engines()
     tmp = tmp_path_factory.mktemp("scaled")
     run = uuid.uuid4().hex[:10]
     lock_prefix, queue, exchange = f"wismotest{run}", f"wismo-test-{run}", f"wismo-test-{run}"
+    widget_channel = f"wismo-test-widget-{run}"
     databases = _Databases("postgresql", tmp)
     servers: List[Server] = []
     try:
@@ -264,7 +283,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]
         action_port = free_port()
         action_url = f"http://127.0.0.1:{action_port}"
         (tmp / "endpoints.yml").write_text(ENDPOINTS)
-        (tmp / "credentials.yml").write_text("connectors.rest.RestInput:\n")
+        (tmp / "credentials.yml").write_text(yaml.safe_dump({
+            "connectors.rest.RestInput": None,
+            "connectors.widget.WidgetInput": {"redis_url": redis_url(), "redis_channel": widget_channel},
+        }, sort_keys=False))
         env = {
             **os.environ,
             "DATABASE_URL": store_url,
@@ -306,7 +328,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]
             server.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
         yield {"replicas": replicas, "servers": servers,
                "orders": {row["scenario"]: row for row in json.loads(listed.stdout)},
-               "queue": queue, "env": env, "endpoints": tmp / "endpoints.yml", "lock_prefix": lock_prefix}
+               "queue": queue, "env": env, "endpoints": tmp / "endpoints.yml", "lock_prefix": lock_prefix,
+               "widget_channel": widget_channel}
     finally:
         for server in reversed(servers):
             server.stop(timeout=STOP_TIMEOUT_S)
@@ -462,3 +485,33 @@ async def test_the_event_broker_receives_the_conversation_from_both_replicas(clu
         await connection.close()
     assert users == list(sent)
     assert bots == answered
+
+
+async def test_an_agents_reply_sent_through_one_replica_reaches_the_widget_connected_to_the_other(cluster):
+    """A shopper's widget is connected to A; the console's reply and hand-back, sent through B, arrive in it.
+
+    B sends them to the session's socket.io room; the replicas share the
+    rooms through Redis, so A passes them on to the widget connected there.
+    The hand-back greeting is the next thing the widget gets after the reply:
+    the reply came once.
+    """
+    a, b = cluster["replicas"]
+    reply = "Hi, this is Sam from the shop: your parcel left our warehouse this morning."
+    console = RasaClient(b, TOKEN)
+    try:
+        async with Shopper(a) as shopper:
+            session = await shopper.session(new_session_id())
+            await shopper.say("hi", session)
+            assert await shopper.turn(REPLY_TIMEOUT_S), "the assistant did not greet the widget on A"
+            # A subscribes when its first widget connects; B has none.
+            await wait_for(lambda: _subscribers(cluster["widget_channel"]) >= 1,
+                           what="replica A listening on the widget channel", timeout=10)
+            await console.send_reply(f"widget:{session}", reply, "Sam Jansen")
+            assert await shopper.reply(REPLY_TIMEOUT_S) == {"text": reply, "agent": "Sam Jansen"}
+            await console.resume(f"widget:{session}", greet=True)
+            back = await shopper.reply(REPLY_TIMEOUT_S)
+    finally:
+        await console.aclose()
+    assert BACK_WITH_BOT in back["text"]
+    for replica in cluster["servers"][1:]:  # each says where its rooms are shared, at start-up
+        assert f"on channel {cluster['widget_channel']}" in replica.text(), replica.tail()

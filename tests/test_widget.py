@@ -2,12 +2,12 @@
 
 Three levels:
 
-* the channel's rules as plain functions (origin policy, session ids) and its
-  routes on a Sanic app;
+* the channel's rules as plain functions (origin policy, session ids, the
+  shared rooms' settings) and its routes on a Sanic app;
 * an echo server: the widget channel alone in its own process on loopback,
   with ``WIDGET_ORIGINS`` set and a handler that answers every message (with
   buttons, links or markup on request); it can be restarted, which the
-  reconnect test needs;
+  reconnect test needs, and pointed at a Redis that is down;
 * the real assistant (``python -m bot run``, the `assistant` fixture): a
   shopper finds a demo order through the demo shop page.
 """
@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
+import socket
 import sys
 import uuid
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
 from urllib.parse import urljoin
 
@@ -28,7 +31,9 @@ import pytest
 import websockets
 from playwright.async_api import Browser, Page, expect
 from sanic import Sanic
+from socketio import AsyncRedisManager
 
+from bot.config import SettingsError, load_settings
 from connectors.widget import (
     MAX_MESSAGE_CHARS,
     SOCKETIO_CLIENT,
@@ -42,7 +47,7 @@ from connectors.widget import (
 
 from .helpers.servers import Server, free_port
 from .helpers.shopper import tracker
-from .helpers.waits import wait_for
+from .helpers.waits import wait_for, wait_until
 
 SHOP_ORIGIN = "https://shop.example"
 EVIL_ORIGIN = "http://evil.example"
@@ -97,10 +102,101 @@ def test_only_random_session_ids_in_the_widgets_format_are_honoured():
         assert not honoured and HEX32.fullmatch(replacement) and replacement != guessable
 
 
-def test_credentials_yml_takes_no_options_for_the_widget():
-    """An option in credentials.yml stops the server, instead of looking like a setting that works."""
-    with pytest.raises(ValueError, match="WIDGET_ORIGINS"):
-        WidgetInput.from_credentials({"cors_allowed_origins": "*"})
+def test_credentials_yml_takes_only_the_shared_rooms_options_for_the_widget():
+    """Another option in credentials.yml stops the server, instead of looking like a setting that works."""
+    with pytest.raises(ValueError, match="WIDGET_ORIGINS") as refused:
+        WidgetInput.from_credentials({"cors_allowed_origins": "*", "redis_url": "redis://redis.internal:6379/0"})
+    assert "takes only redis_url and redis_channel" in str(refused.value)
+
+
+# --- the shared rooms' settings -------------------------------------------------------------
+
+REDIS_AT = "redis://:s3cret-word@redis.internal:6380/2"
+
+
+def widget_channel(monkeypatch: pytest.MonkeyPatch, credentials: Optional[Dict[str, Any]] = None,
+                   **environ: str) -> WidgetInput:
+    """The channel as Rasa builds it from the credentials file, under the settings `environ` gives."""
+    settings = load_settings(environ=environ, env_file=Path("/nonexistent/.env"))
+    monkeypatch.setattr("connectors.widget.get_settings", lambda: settings)
+    channel = WidgetInput.from_credentials(credentials)
+    assert isinstance(channel, WidgetInput)
+
+    async def ignore(_message: Any) -> None:
+        return None
+
+    channel.blueprint(ignore)
+    return channel
+
+
+@pytest.mark.parametrize("credentials, environ, url, channel", [
+    # the settings alone, with the default channel
+    (None, {"WIDGET_REDIS_URL": REDIS_AT}, REDIS_AT, "wismo-widget"),
+    # the settings alone, a shop's own channel
+    (None, {"WIDGET_REDIS_URL": REDIS_AT, "WIDGET_REDIS_CHANNEL": "corner-shop"}, REDIS_AT, "corner-shop"),
+    # the credentials file alone
+    ({"redis_url": REDIS_AT, "redis_channel": "corner-shop"}, {}, REDIS_AT, "corner-shop"),
+    # the credentials file wins over the settings, key by key
+    ({"redis_url": "rediss://redis.internal:6379/0"}, {"WIDGET_REDIS_URL": REDIS_AT, "WIDGET_REDIS_CHANNEL": "b"},
+     "rediss://redis.internal:6379/0", "b"),
+    # empty keys in the credentials file (an unset ${VAR}) leave the settings in force
+    ({"redis_url": "", "redis_channel": None}, {"WIDGET_REDIS_URL": REDIS_AT}, REDIS_AT, "wismo-widget"),
+])
+def test_a_redis_url_shares_the_rooms_through_redis_on_the_configured_channel(monkeypatch, caplog, credentials,
+                                                                              environ, url, channel):
+    """The socket.io server publishes through Redis on the shop's channel; the log shows no password."""
+    caplog.set_level(logging.INFO, logger="connectors.widget")
+    server = widget_channel(monkeypatch, credentials, **environ).sio
+    assert server is not None
+    manager = server.manager
+    assert isinstance(manager, AsyncRedisManager)
+    assert (manager.redis_url, manager.channel) == (url, channel)
+    assert manager.redis_options["socket_connect_timeout"] > 0  # an unreachable Redis cannot hold a reply
+    assert "redis.internal" in caplog.text and "s3cret-word" not in caplog.text
+
+
+@pytest.mark.parametrize("credentials", [
+    None,  # credentials.yml lists the channel without options
+    {"redis_url": ""},  # `redis_url: ${WIDGET_REDIS_URL}` with the variable empty
+    {"redis_url": " ", "redis_channel": "shop-b"},  # a channel alone shares nothing
+])
+@pytest.mark.parametrize("environ", [{}, {"WIDGET_REDIS_URL": ""}, {"WIDGET_REDIS_CHANNEL": "shop-b"}])
+def test_without_a_redis_url_the_rooms_stay_in_the_process(monkeypatch, credentials, environ):
+    """No URL anywhere: the channel starts and publishes nothing; one Rasa server needs no Redis."""
+    server = widget_channel(monkeypatch, credentials, **environ).sio
+    assert server is not None and not isinstance(server.manager, AsyncRedisManager)
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://redis.internal:6379/0", "must start with redis://"),  # another scheme
+    ("redis.internal:6379", "must start with redis://"),  # no scheme at all
+    ("redis://:s3cret-word@redis.internal:70000/0", "port"),  # out of range
+    ("redis://:s3cret-word@redis.internal:port/0", "port"),  # not a number
+    ("redis:///0", "needs a host"),  # no host
+    ("redis://:s3cret-word@redis.internal:6379/zero", "database number"),  # a path that is not a database
+    ("redis://redis.internal:6379/0?socket_timeout=soon", "socket_timeout"),  # an option redis-py cannot read
+    ("redis://redis.internal :6379/0", "without spaces"),  # a stray space
+])
+def test_a_malformed_redis_url_stops_start_up_naming_the_setting_without_the_password(monkeypatch, url, reason):
+    """WIDGET_REDIS_URL and the credentials file's redis_url are refused with the reason, never the password."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(environ={"WIDGET_REDIS_URL": url}, env_file=Path("/nonexistent/.env"))
+    assert "WIDGET_REDIS_URL: " in str(refused.value) and reason in str(refused.value)
+    assert "s3cret-word" not in str(refused.value)
+    with pytest.raises(ValueError) as refused_there:
+        widget_channel(monkeypatch, {"redis_url": url})
+    assert "redis_url of the widget channel in credentials.yml" in str(refused_there.value)
+    assert reason in str(refused_there.value) and "s3cret-word" not in str(refused_there.value)
+
+
+def test_a_channel_name_with_spaces_or_a_non_string_option_is_refused(monkeypatch):
+    """WIDGET_REDIS_CHANNEL and redis_channel take a plain name; options in credentials.yml are strings."""
+    with pytest.raises(SettingsError, match="WIDGET_REDIS_CHANNEL: letters, digits"):
+        load_settings(environ={"WIDGET_REDIS_CHANNEL": "corner shop"}, env_file=Path("/nonexistent/.env"))
+    with pytest.raises(ValueError, match="redis_channel of the widget channel"):
+        widget_channel(monkeypatch, {"redis_url": REDIS_AT, "redis_channel": "corner shop"})
+    with pytest.raises(ValueError, match="redis_url of the widget channel in credentials.yml must be a string"):
+        widget_channel(monkeypatch, {"redis_url": 6379})
 
 
 def test_the_widget_routes_and_the_socketio_endpoint_are_registered():
@@ -127,11 +223,12 @@ def test_the_socketio_client_is_installed_from_the_lock_file():
 # --- the echo server -----------------------------------------------------------------------
 
 
-def serve_echo(port: int, origins: str) -> None:
+def serve_echo(port: int, origins: str, redis_url: str = "") -> None:
     """Run the widget channel alone on `port`, answering every message; started by `EchoServer`."""
     from rasa.core.channels.channel import UserMessage
 
-    channel = WidgetInput(origins=[o for o in origins.split(",") if o])
+    channel = WidgetInput(origins=[o for o in origins.split(",") if o], redis_url=redis_url,
+                          redis_channel=f"wismo-echo-{port}")
     app = Sanic(f"echo_{port}")
 
     async def answer(message: UserMessage) -> None:
@@ -139,6 +236,9 @@ def serve_echo(port: int, origins: str) -> None:
         if message.text == "buttons please":
             await out.send_text_with_buttons(to, "Pick one", [{"title": "First", "payload": "/first"},
                                                               {"title": "Second", "payload": "/second"}])
+        elif message.text == "two please":
+            await out.send_text_message(to, "one")
+            await out.send_text_message(to, "two")
         elif message.text == "slow please":
             await asyncio.sleep(2)
             await out.send_text_message(to, "there you are")
@@ -155,10 +255,10 @@ def serve_echo(port: int, origins: str) -> None:
 class EchoServer(Server):
     """The echo server in a child process, so it can be stopped and started like a real server."""
 
-    def __init__(self, origins: str) -> None:
+    def __init__(self, origins: str, redis_url: str = "") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        code = f"from tests.test_widget import serve_echo; serve_echo({self.port}, {origins!r})"
+        code = f"from tests.test_widget import serve_echo; serve_echo({self.port}, {origins!r}, {redis_url!r})"
         super().__init__([sys.executable, "-c", code], env={**os.environ, "PYTHONUNBUFFERED": "1"},
                          name="the echo server", ready=self.answers)
 
@@ -203,7 +303,7 @@ class Shopper:
     def __init__(self, url: str) -> None:
         self.address = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
         self.events: Dict[str, asyncio.Queue[Any]] = {"session_confirm": asyncio.Queue(),
-                                                      "bot_uttered": asyncio.Queue()}
+                                                      "bot_uttered": asyncio.Queue(), "turn_done": asyncio.Queue()}
 
     async def __aenter__(self) -> Shopper:
         self.ws = await websockets.connect(self.address, open_timeout=10)
@@ -239,6 +339,14 @@ class Shopper:
     async def reply(self, timeout: float = 10) -> Dict[str, Any]:
         """The next message the bot sent this connection."""
         return await asyncio.wait_for(self.events["bot_uttered"].get(), timeout)
+
+    async def turn(self, timeout: float = 10) -> List[Dict[str, Any]]:
+        """Wait for the end of the connection's turn; every message the bot sent before it."""
+        await asyncio.wait_for(self.events["turn_done"].get(), timeout)
+        said = []
+        while not self.events["bot_uttered"].empty():
+            said.append(self.events["bot_uttered"].get_nowait())
+        return said
 
 
 async def test_the_shops_origin_connects_and_a_foreign_origin_is_refused(echo):
@@ -284,6 +392,37 @@ async def test_messages_are_bound_to_the_connections_own_session(echo):
         stranger_session = await stranger.session(new_session_id())
         await stranger.say("now with a session", stranger_session)
         assert (await stranger.reply())["text"] == f"echo widget:{stranger_session}: now with a session"
+
+
+@pytest.mark.slow  # starts echo servers
+@pytest.mark.parametrize("outage, said", [
+    ("down", "Cannot publish to redis"),  # python-socketio's own report; it tried twice
+    ("silent", "Redis took no widget message"),  # the bound on publishing
+])
+async def test_with_its_redis_out_a_replica_still_answers_the_widgets_connected_to_it(outage, said):
+    """Redis down (nothing listens) or silent (takes connections, never answers): every message still arrives.
+
+    The server hands each message to its own sockets before publishing it
+    for the other replicas.  A Redis that never answers would hold the
+    publish, and so the rest of the turn, for good: publishing is bounded,
+    so the second message of the turn comes too, and the turn ends.  The
+    server keeps running and says what is wrong.
+    """
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        if outage == "silent":
+            silent.listen(64)  # the kernel completes the handshakes; nobody ever reads or answers
+        server = EchoServer(origins="", redis_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0").start()
+        try:
+            async with Shopper(server.url) as shopper:
+                session = await shopper.session(new_session_id())
+                for _ in range(2):
+                    await shopper.say("two please", session)
+                    assert [m["text"] for m in await shopper.turn(timeout=15)] == ["one", "two"]
+            server.check_alive()
+            wait_until(lambda: said in server.text(), what=f"the server saying {said!r}", timeout=10)
+        finally:
+            server.stop()
 
 
 async def test_the_widget_script_keeps_the_socketio_client_out_of_the_pages_globals(echo):
