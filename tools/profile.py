@@ -51,16 +51,20 @@ def children(pid: int) -> List[int]:
     return found
 
 
-def rasa_server_pid(runner_pid: int) -> int:
-    """The Rasa server among the children of `python -m bot run`."""
+#: --server -> the module its process runs.
+SERVERS = {"rasa": "bot.serving.rasa_server", "action": "bot.serving.action_server"}
+
+
+def server_pid(runner_pid: int, server: str = "rasa") -> int:
+    """The Rasa server (or the action server) among the children of `python -m bot run`."""
     for child in children(runner_pid):
         try:
             command = (Path("/proc") / str(child) / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"bot.serving.rasa_server" in command:
+        if SERVERS[server].encode() in command:
             return child
-    raise BenchError("The Rasa server process was not found among `python -m bot run`'s children.")
+    raise BenchError(f"The {server} server process was not found among `python -m bot run`'s children.")
 
 
 def _function(frame: str) -> str:
@@ -108,13 +112,13 @@ def render(inclusive: Counter, own: Counter, total: int, top: int) -> str:
                       *table("Self (on top of the stack)", own)])
 
 
-async def _load(servers: Servers, seconds: float, shoppers: int, out: Path, rate: int) -> str:
+async def _load(servers: Servers, seconds: float, shoppers: int, out: Path, rate: int, server: str) -> str:
     target, check = servers.start_wismo()
     await servers.wait_ready(target, check)
     runner_pid = servers.processes["wismo"].pid
-    rasa_pid = rasa_server_pid(runner_pid)
+    rasa_pid = server_pid(runner_pid, server)
     plan = Plan(levels=(shoppers,), duration_s=seconds)
-    print(f"Warming up, then sampling the Rasa server (pid {rasa_pid}) for {seconds:.0f} s "
+    print(f"Warming up, then sampling the {server} server (pid {rasa_pid}) for {seconds:.0f} s "
           f"with {shoppers} shopper(s) ...", flush=True)
     await measure_throughput(target, Plan(levels=(shoppers,), duration_s=3.0), shoppers)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,9 +152,9 @@ def _name(pid: int) -> str:
     return f"pid {pid}"
 
 
-def run(seconds: float, shoppers: int, out: Path, top: int, rate: int) -> int:
+def run(seconds: float, shoppers: int, out: Path, top: int, rate: int, server: str = "rasa") -> int:
     with Servers(baseline_model=Path("unused")) as servers:
-        summary = asyncio.run(_load(servers, seconds, shoppers, out, rate))
+        summary = asyncio.run(_load(servers, seconds, shoppers, out, rate, server))
     inclusive, own, total = parse_raw(out.read_text().splitlines())
     print(summary)
     print(render(inclusive, own, total, top))
@@ -164,6 +168,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=int, default=100, help="samples per second (default 100)")
     parser.add_argument("--top", type=int, default=30, help="functions to list (default 30)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="raw stacks (default results/profile-rasa.txt)")
+    parser.add_argument("--server", choices=sorted(SERVERS), default="rasa",
+                        help="which process to sample: the Rasa server (default) or the action server")
     parser.add_argument("--from-file", type=Path, metavar="PATH",
                         help="only summarise an earlier raw profile, start nothing")
 
@@ -177,7 +183,7 @@ def main(_settings: Settings, args: argparse.Namespace) -> int:
         print("--seconds, --shoppers, --rate and --top must be positive", file=sys.stderr)
         return 2
     try:
-        return run(args.seconds, args.shoppers, args.out, args.top, args.rate)
+        return run(args.seconds, args.shoppers, args.out, args.top, args.rate, args.server)
     except BenchError as exc:
         print(str(exc), file=sys.stderr)
         return 1
