@@ -18,6 +18,15 @@ Two measurements per side:
 
 Every reply is checked for a phrase it must contain, so a server answering
 quickly with the wrong thing counts as an error rather than as a good figure.
+
+Then, with those servers stopped, the scaled-out comparison (`tools/scaled.py`):
+one Rasa replica against two on PostgreSQL, Redis and RabbitMQ, behind a
+round-robin proxy, with the same conversations, checks and throughput
+measurement at its own levels (8 and 32 shoppers by default).  When one of
+the engines cannot be reached that part fails with a message naming it (and
+`--no-scaled-out` leaves it out), while the single-machine figures are still
+reported.
+
 The raw samples go to `results/bench.json`; a Markdown summary is printed.
 """
 
@@ -41,12 +50,15 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
 from bot.config import PROJECT_ROOT, Settings
 from bot.serving.runner import run_root, stop_processes
+from tools.engines import DEFAULT_POSTGRES, DEFAULT_RABBITMQ, DEFAULT_REDIS, EngineError, Engines
+from tools.engines import check as check_engines
 
 REST_PATH = "/webhooks/rest/webhook"
 REQUEST_TIMEOUT_S = 60.0
@@ -101,8 +113,9 @@ class Step:
 class Target:
     """A server under test: where it listens and the demo orders to ask it about.
 
-    `name` picks the expected replies in `SCRIPT` ("wismo" or "baseline");
-    `pids` are the server processes whose CPU time is counted (none: not counted).
+    `script` picks the expected replies in `SCRIPT` ("wismo" or "baseline";
+    by default the `name`); `pids` are the server processes whose CPU time is
+    counted (none: not counted).
     """
 
     name: str
@@ -111,9 +124,11 @@ class Target:
     label: str = ""
     pids: Sequence[int] = ()
     info: Dict[str, object] = field(default_factory=dict)
+    script: str = ""
 
     def __post_init__(self) -> None:
         self.label = self.label or LABELS.get(self.name, self.name)
+        self.script = self.script or self.name
         if not self.orders:
             raise BenchError(f"{self.label}: no demo orders to hold status conversations about.")
 
@@ -127,10 +142,11 @@ class Plan:
     levels: Tuple[int, ...] = (1, 8, 32)
     duration_s: Optional[float] = 20.0
     conversations_per_shopper: Optional[int] = None
+    scaled_levels: Tuple[int, ...] = (8, 32)
 
     def as_dict(self) -> Dict[str, object]:
         return {"conversations": self.conversations, "warmup_conversations": self.warmup,
-                "concurrency_levels": list(self.levels),
+                "concurrency_levels": list(self.levels), "scaled_out_concurrency_levels": list(self.scaled_levels),
                 "duration_s": None if self.conversations_per_shopper else self.duration_s,
                 "conversations_per_shopper": self.conversations_per_shopper,
                 "messages_per_conversation": len(SCRIPT)}
@@ -140,7 +156,8 @@ class Plan:
 
 def conversation(target: Target, order: Mapping[str, str]) -> List[Step]:
     """The script filled in with one demo order, with the replies `target` must give."""
-    return [Step(kind, text.format(order_number=order["order_number"], postcode=order["postcode"]), expect[target.name])
+    return [Step(kind, text.format(order_number=order["order_number"], postcode=order["postcode"]),
+                 expect[target.script])
             for kind, text, expect in SCRIPT]
 
 
@@ -384,7 +401,7 @@ def _errors(counts: Mapping[str, int]) -> str:
 
 
 def render(report: Mapping[str, Any]) -> str:
-    """The report as Markdown: the machine, then latency and throughput side by side."""
+    """The report as Markdown: the machine, latency and throughput side by side, then the scaled-out comparison."""
     m = report["machine"]
     plan = report["plan"]
     targets = report["targets"]
@@ -447,7 +464,51 @@ def render(report: Mapping[str, Any]) -> str:
             cells += [f"{row['messages_per_s']:.1f}", _ms(row["latency_ms"], ("p50", "p95")),
                       _fmt_cpu(row["server_cpu_ms_per_message"]), _errors(row["errors"])]
         lines.append(f"| {level['shoppers']} | " + " | ".join(cells) + " |")
+    if "scaled_out" in report:
+        lines += [""] + render_scaled(report["scaled_out"], how_long)
     return "\n".join(lines)
+
+
+def render_scaled(scaled: Mapping[str, Any], how_long: str) -> List[str]:
+    """The scaled-out section: one replica against two, level by level, with the ratio of their throughput.
+
+    When that part could not run, the section says why instead.
+    """
+    lines = ["### Scaled out: one replica vs two replicas", ""]
+    if "error" in scaled:
+        return lines + ["Not measured:", "", "```", str(scaled["error"]).strip(), "```"]
+    sides = scaled["sides"]
+    throughput = scaled["throughput"]
+    engines = scaled["engines"]
+    lines += [
+        f"{scaled['description']} PostgreSQL at {engines['postgres']}, Redis at {engines['redis']}, "
+        f"RabbitMQ at {engines['rabbitmq']}; they share the machine with the servers and the load generator "
+        f"(load average {_fmt_load(scaled.get('load_average_after'))} after this part).",
+        "",
+        f"The same conversations and checks as above, {how_long}, after {_warmups(scaled['warmup'])}. "
+        "Messages answered per second, round trip p50 / p95 in ms (the proxy included), server CPU ms per message "
+        "(both replicas and the action server, not the engines), errors, and two replicas' messages per second "
+        "over one's.",
+        "",
+        "| shoppers | " + " | ".join(f"{label} msg/s | p50 / p95 | CPU | errors" for label in sides.values())
+        + " | two / one |",
+        "|---:|" + "---:|---:|---:|---:|" * len(sides) + "---:|",
+    ]
+    for one, two in zip(throughput["one"], throughput["two"]):
+        cells = []
+        for row in (one, two):
+            cells += [f"{row['messages_per_s']:.1f}", _ms(row["latency_ms"], ("p50", "p95")),
+                      _fmt_cpu(row["server_cpu_ms_per_message"]), _errors(row["errors"])]
+        ratio = f"{two['messages_per_s'] / one['messages_per_s']:.2f}" if one["messages_per_s"] else "n/a"
+        lines.append(f"| {one['shoppers']} | " + " | ".join(cells) + f" | {ratio} |")
+    return lines
+
+
+def _warmups(warmup: Mapping[str, Mapping[str, Any]]) -> str:
+    counts = {int(w["conversations"]) for w in warmup.values()}
+    each = f"{counts.pop()} warm-up conversation(s)" if len(counts) == 1 else "warm-up conversations"
+    errors = sum(sum(w["errors"].values()) for w in warmup.values())
+    return f"{each} per replica (not counted{f'; {errors} of their messages failed' if errors else ''})"
 
 
 def _fmt_load(load: object) -> str:
@@ -479,37 +540,47 @@ def free_ports(count: int) -> List[int]:
 
 def _endpoints(path: Path, tracker_db: Path, action_server: bool) -> Path:
     """An endpoints file like the shipped one: SQLite tracker store, in-memory lock store."""
-    lines = ["action_endpoint:\n  url: ${ACTION_ENDPOINT_URL}\n"] if action_server else []
+    lines = ["action_endpoint:\n  url: ${ACTION_ENDPOINT_URL}\n"
+             "  headers:\n    Authorization: Bearer ${ACTION_SERVER_TOKEN}\n"] if action_server else []
     lines.append(f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {tracker_db}\n")
     lines.append("lock_store:\n  type: in_memory\n")
     path.write_text("".join(lines))
     return path
 
 
-class Servers:
-    """Both servers as child processes in their own process groups; stopped on exit, whatever happens.
+_P = TypeVar("_P", bound="Processes")
+
+
+class Processes:
+    """Servers as child processes in their own process groups; stopped on exit, whatever happens.
 
     Output goes to log files in a scratch directory under `.run/`, so a
     server's messages do not mix with the report; it is removed after a good
     or interrupted run and kept (and named) after a failed one.
     """
 
-    def __init__(self, baseline_model: Path) -> None:
-        self.baseline_model = baseline_model
-        self.dir = Path(tempfile.mkdtemp(prefix="bench-", dir=run_root()))
+    def __init__(self, prefix: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix, dir=run_root()))
         self.processes: Dict[str, subprocess.Popen] = {}
 
-    def __enter__(self) -> Servers:
+    def __enter__(self: _P) -> _P:
         return self
 
     def __exit__(self, kind: Optional[type], *_exc: object) -> None:
-        self.stop()
+        self.close()
         if kind is not None and not issubclass(kind, KeyboardInterrupt):
             print(f"Server logs kept in {self.dir}", file=sys.stderr)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def _spawn(self, name: str, argv: List[str], env: Dict[str, str]) -> subprocess.Popen:
+    def close(self) -> None:
+        """Everything `__exit__` undoes besides the logs: the servers, here."""
+        self.stop()
+
+    def stop(self) -> None:
+        stop_processes(self.processes, timeout=STOP_TIMEOUT_S)
+
+    def _spawn(self, name: str, argv: List[str], env: Mapping[str, str]) -> subprocess.Popen:
         log = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps writing to it
         try:
             process = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -522,6 +593,14 @@ class Servers:
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.dir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else ""
+
+
+class Servers(Processes):
+    """The assistant and the bare Rasa baseline, side by side on one machine."""
+
+    def __init__(self, baseline_model: Path) -> None:
+        super().__init__("bench-")
+        self.baseline_model = baseline_model
 
     def start_wismo(self) -> Tuple[Target, Dict[str, object]]:
         """Seed a fresh store, then start `python -m bot run` on free ports against it.
@@ -631,22 +710,50 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run(plan: Plan, *, baseline_model: Path, out: Path) -> int:
-    """Start both servers, measure, print and save the report; the servers are stopped in every case."""
+def run(plan: Plan, *, baseline_model: Path, out: Path, engines: Optional[Engines] = None) -> int:
+    """Start both servers, measure, print and save the report; the servers are stopped in every case.
+
+    With `engines`, the scaled-out comparison follows once those servers are
+    stopped.  Its engines are checked first, so an unreachable one is named
+    before the long part; when that comparison cannot run, the rest is still
+    measured, reported and saved, with the reason in its place, and the exit
+    code is 1.
+    """
     if not baseline_model.is_file():
         raise BenchError(f"No baseline model at {baseline_model}: `make bench` trains it from tools/baseline/.")
+    from tools import scaled  # it builds on this module
+
+    problem: Optional[str] = None
+    if engines is not None:
+        try:
+            check_engines(engines)
+        except EngineError as exc:
+            problem = str(exc)
+            print(f"{problem}\nThe single-machine part runs; the scaled-out comparison will be missing.\n",
+                  file=sys.stderr, flush=True)
     started = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with Servers(baseline_model) as servers:
             report = asyncio.run(_bench(servers, plan))
+        if engines is not None and problem is None:
+            try:
+                report["scaled_out"] = scaled.run(plan, engines)
+            except (BenchError, EngineError) as exc:
+                problem = str(exc)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if problem is not None:
+        report["scaled_out"] = {"error": problem}
     report["wall_clock_s"] = round(time.monotonic() - started, 1)
     write_report(report, out)
     print("\n" + render(report))
-    print(f"\nMeasured in {report['measured_s']} s ({report['wall_clock_s']} s with start-up and stop). "
-          f"Raw samples: {_relative(out)}")
+    scaled_s = report.get("scaled_out", {}).get("measured_s")
+    print(f"\nMeasured in {report['measured_s']} s{f' plus {scaled_s} s scaled out' if scaled_s else ''} "
+          f"({report['wall_clock_s']} s with start-up and stop). Raw samples: {_relative(out)}")
+    if problem is not None:
+        print(f"\nThe scaled-out comparison did not run:\n{problem}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -683,6 +790,32 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _engine_url(example: str) -> Callable[[str], str]:
+    """A URL with the scheme of `example` (a driver after "+" allowed) and a host, as given."""
+    scheme = urlsplit(example).scheme
+
+    def parse(text: str) -> str:
+        try:
+            parts = urlsplit(text)
+            usable = parts.scheme.partition("+")[0] == scheme and bool(parts.hostname) and parts.port != 0
+        except ValueError:
+            usable = False
+        if not usable:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a URL like {example}")
+        return text
+
+    return parse
+
+
+def _rabbitmq_url(text: str) -> str:
+    """An AMQP URL on the default virtual host: Rasa's event broker settings have no other."""
+    url = _engine_url(DEFAULT_RABBITMQ)(text)
+    if urlsplit(url).path not in ("", "/"):
+        raise argparse.ArgumentTypeError(f"{text!r}: Rasa's event broker uses the default virtual host; "
+                                         "give a URL without one, like " + DEFAULT_RABBITMQ)
+    return url
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `bench` subcommand's options (`make bench BENCH_ARGS="..."` passes them on)."""
     parser.add_argument("--conversations", type=_positive_int, default=20, metavar="N",
@@ -699,16 +832,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the bare Rasa model (make bench trains it from tools/baseline/)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="PATH",
                         help="raw results (default results/bench.json)")
+    scaled = parser.add_argument_group(
+        "scaled out", "After the part above: one Rasa replica against two, sharing PostgreSQL, Redis and RabbitMQ "
+                      "(fresh databases, a lock-key prefix, a queue and an exchange per run, removed afterwards).")
+    scaled.add_argument("--no-scaled-out", dest="scaled_out", action="store_false",
+                        help="leave the scaled-out comparison out (no PostgreSQL, Redis or RabbitMQ needed)")
+    scaled.add_argument("--scaled-concurrency", type=_levels, default=(8, 32), metavar="N,N,...",
+                        help="numbers of simultaneous shoppers for it, comma-separated (default 8,32); "
+                             "--duration or --conversations-per-shopper as above")
+    scaled.add_argument("--postgres-url", type=_engine_url(DEFAULT_POSTGRES), default=DEFAULT_POSTGRES,
+                        metavar="URL", help="a PostgreSQL server and a database to connect to, as a user who may "
+                                            f"create databases (default {DEFAULT_POSTGRES})")
+    scaled.add_argument("--redis-url", type=_engine_url(DEFAULT_REDIS), default=DEFAULT_REDIS, metavar="URL",
+                        help=f"the Redis server and database for the lock store (default {DEFAULT_REDIS})")
+    scaled.add_argument("--rabbitmq-url", type=_rabbitmq_url, default=DEFAULT_RABBITMQ, metavar="URL",
+                        help=f"the RabbitMQ server for the event broker (default {DEFAULT_RABBITMQ})")
 
 
 def main(_settings: Settings, args: argparse.Namespace) -> int:
     plan = Plan(conversations=args.conversations, warmup=args.warmup, levels=tuple(args.concurrency),
-                duration_s=args.duration, conversations_per_shopper=args.conversations_per_shopper)
+                duration_s=args.duration, conversations_per_shopper=args.conversations_per_shopper,
+                scaled_levels=tuple(args.scaled_concurrency))
+    engines = Engines(args.postgres_url, args.redis_url, args.rabbitmq_url) if args.scaled_out else None
     try:
-        return run(plan, baseline_model=args.baseline_model, out=args.out)
+        return run(plan, baseline_model=args.baseline_model, out=args.out, engines=engines)
     except BenchError as exc:
         print(str(exc), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("Interrupted; both servers are stopped and nothing was written.", file=sys.stderr)
+        print("Interrupted; every server is stopped, the scaled-out databases, lock keys, queue and exchange are "
+              "removed, and nothing was written.", file=sys.stderr)
         return 130
