@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from actions.common import latest_intent, polite_failure, still_verified
 from actions.context import context
 from actions.jobs import ADDRESS_SLOTS, Reply
-from bot.domain.enums import AddressMode, HandoffReason
+from bot.domain.enums import AddressMode, ClaimReason, HandoffReason
 from bot.services import address
 from bot.store.queries import get_order
 
@@ -164,6 +164,9 @@ class ActionSubmitAddress(Action):
             where = f"{new['line1']}, {new['postcode']} {new['city']}"
             reply.say("utter_address_changed" if mode.kind == AddressMode.DIRECT else "utter_redirect_requested",
                       number=number, address=where)
+            if mode.resend:  # it came back to us: now a replacement to the new address, or a refund
+                reply.events.append(SlotSet("claim_reason", ClaimReason.NOT_RECEIVED.value))
+                return reply.say("utter_offer_claim")
             return reply.say("utter_anything_else")
 
         reply = await ctx.store(submit)

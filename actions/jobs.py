@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from actions.common import UNPROVEN, polite_failure, send_to_helpdesk, still_verified, transcript
 from actions.context import context
-from bot.domain.enums import AddressMode, ClaimOutcome, ClaimReason, HandoffReason, Job
+from bot.domain.enums import AddressMode, ClaimOutcome, HandoffReason, Job
 from bot.services import address, claims
-from bot.services.answers import delay_answer, parcels, status_messages
+from bot.services.answers import Answer, delay_answer, status_answer, status_messages
 from bot.services.handoff import availability, helpdesk_payload, open_handoff
 from bot.store.queries import get_order
 
@@ -47,6 +47,20 @@ class Reply:
     def send(self, dispatcher: CollectingDispatcher) -> None:
         for message in self.messages:
             dispatcher.utter_message(**message)
+
+    def answer(self, answer: Answer) -> Reply:
+        """A composed answer, ending with what it offers next (buttons), or "anything else?"."""
+        for message in answer.messages:
+            self.say(text=message)
+        offer = answer.offer
+        if offer is None:
+            return self.say("utter_anything_else")
+        self.say(offer.response)
+        if offer.claim_reason:
+            self.events.append(SlotSet("claim_reason", offer.claim_reason))
+        if offer.handoff_reason:
+            self.events.append(SlotSet("handoff_reason", offer.handoff_reason))
+        return self
 
 
 def said_this_turn(tracker: Tracker, responses: Any) -> bool:
@@ -138,16 +152,7 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
         raise LookupError(f"verified order {number} disappeared")
     reply = Reply()
     if job == Job.DELAY:
-        answer = delay_answer(order, config, moment)
-        for message in answer.messages:
-            reply.say(text=message)
-        if answer.claim_possible:
-            lost = any(p.state.presumed_lost for p in parcels(order, config, moment))
-            reply.say("utter_offer_claim")
-            reply.events.append(SlotSet("claim_reason", (ClaimReason.LOST if lost else ClaimReason.LATE).value))
-            return reply
-        reply.say("utter_anything_else")
-        return reply
+        return reply.answer(delay_answer(order, config, moment))
     if job == Job.ADDRESS:
         mode = address.change_mode(order, config, moment)
         reply.say(mode.response, address=address.describe(address.current_address(order)), **mode.wording)
@@ -173,9 +178,7 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
             reply.say("utter_anything_else")
             reply.events.append(SlotSet("claim_reason", None))
         return reply
-    for message in status_messages(order, config, moment):
-        reply.say(text=message)
-    return reply.say("utter_anything_else")
+    return reply.answer(status_answer(order, config, moment))
 
 
 class ActionStatusDigression(Action):

@@ -142,6 +142,8 @@ class Settings(BaseModel):
     agent_hours: str = "mon-fri 09:00-17:00"
     agent_online_minutes: int = Field(default=2, ge=1, le=120)
     agent_minutes_per_conversation: int = Field(default=5, ge=1, le=240)
+    #: In agent hours with no console open: the reply time a shopper handed over is promised.
+    agent_reply_minutes: int = Field(default=30, ge=1, le=24 * 60)
     agent_session_hours: int = Field(default=8, ge=1, le=24 * 30)
     helpdesk_url: str = ""
     helpdesk_secret: str = ""

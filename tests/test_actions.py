@@ -262,58 +262,92 @@ async def test_the_postcode_given_with_the_asked_order_number_is_read_too(shop):
 
 # --- status and delay ----------------------------------------------------------------------
 
+#: scenario: (words the status answer must contain, the response it ends with)
 STATUS_WORDS = {
-    "not_shipped": "hasn't shipped yet",
-    "info_received": "label is ready",
-    "in_transit_on_time": "on its way",
-    "out_for_delivery": "out for delivery",
-    "delivered": "delivered it",
-    "failed_attempt": "tried to deliver it",
-    "available_for_pickup": "pickup point",
-    "late_with_reason": "on its way",
-    "late_no_reason": "on its way",
-    "stalled": "on its way",
-    "exception": "a customs check",
-    "lost": "lost track of it",
-    "damaged": "damage to the parcel",
-    "delivered_disputed": "delivered it",
-    "returned_to_sender": "sent it back to us",
-    "split_shipment": "ships in 2 parcels",
-    "shipped_redirect_possible": "on its way",
-    "shipped_no_redirect": "on its way",
-    "high_value_lost": "we treat it as lost",
+    "not_shipped": ("hasn't shipped yet", "utter_anything_else"),
+    "info_received": ("label is ready", "utter_anything_else"),
+    "in_transit_on_time": ("on its way", "utter_anything_else"),
+    "out_for_delivery": ("out for delivery", "utter_anything_else"),
+    "delivered": ("delivered it", "utter_anything_else"),
+    "failed_attempt": ("tried to deliver it", "utter_anything_else"),
+    "available_for_pickup": ("pickup point", "utter_anything_else"),
+    "late_with_reason": ("on its way", "utter_anything_else"),
+    "late_no_reason": ("on its way", "utter_anything_else"),
+    "stalled": ("no scan from", "utter_offer_human"),  # a colleague asks the carrier to trace it
+    "exception": ("a customs check", "utter_anything_else"),
+    "lost": ("lost track of it", "utter_offer_claim"),
+    "damaged": ("reported it damaged", "utter_offer_claim"),
+    "delivered_disputed": ("delivered it", "utter_anything_else"),
+    "returned_to_sender": ("sent it back to us", "utter_offer_returned"),
+    "split_shipment": ("ships in 2 parcels", "utter_anything_else"),
+    "shipped_redirect_possible": ("on its way", "utter_anything_else"),
+    "shipped_no_redirect": ("on its way", "utter_anything_else"),
+    "high_value_lost": ("we treat it as lost", "utter_offer_claim"),
 }
 
 
 @pytest.mark.parametrize("scenario", sorted(STATUS_WORDS))
 async def test_status_answer_states_the_facts_of_each_scenario(shop, scenario):
-    """Plain-words status, the carrier, and every parcel's tracking link."""
+    """Plain-words status, the carrier, every parcel's tracking link, and what the shopper can do next."""
     order = shop["orders"][scenario]
     _, messages = await answer(order, "status")
     said = texts(messages)
-    assert STATUS_WORDS[scenario] in said
+    words, last = STATUS_WORDS[scenario]
+    assert words in said
     for number in order["tracking_numbers"]:
         assert number in said  # inside the tracking URL
     if order["tracking_numbers"]:
         assert "Last scan:" in said
-    assert messages[-1]["response"] == "utter_anything_else"
+    assert messages[-1]["response"] == last
+
+
+@pytest.mark.parametrize("scenario, job, response, slot, value", [
+    ("lost", "status", "utter_offer_claim", "claim_reason", "lost"),
+    ("damaged", "delay", "utter_offer_claim", "claim_reason", "damaged"),
+    ("delivered_disputed", "delay", "utter_offer_claim", "claim_reason", "not_received"),  # "it never came"
+    ("returned_to_sender", "status", "utter_offer_returned", "claim_reason", "not_received"),
+    ("stalled", "delay", "utter_offer_human", "handoff_reason", "delivery_problem"),
+])
+async def test_a_problem_answer_ends_with_buttons_for_the_next_step(shop, scenario, job, response, slot, value):
+    """The offer's buttons use existing intents; the slot remembers what they are for."""
+    events, messages = await answer(shop["orders"][scenario], job)
+    assert messages[-1]["response"] == response
+    buttons = DOMAIN["responses"][response][0]["buttons"]
+    intents = {b["payload"].lstrip("/").split("{")[0] for b in buttons}
+    assert intents <= set(DOMAIN["intents"])
+    assert slots_set(events)[slot] == value
+
+
+async def test_a_parcel_sent_back_can_get_a_new_address_then_a_replacement(shop):
+    """Returned to us: the address can be changed directly, then a replacement or refund is offered."""
+    order = shop["orders"]["returned_to_sender"]
+    events, messages = await answer(order, "address")
+    assert followup(events) == "address_form" and messages[0]["response"] == "utter_address_returned"
+    assert "came back to us" in texts(messages)
+    slots = {"verified_order": order["order_number"], "new_street": "Torstraße 1", "new_city": "Berlin",
+             "new_postcode": "10119", "new_country": "Germany", "address_confirmed": True}
+    events, messages = await run(ActionSubmitAddress(), tracker("yes", "affirm", slots=slots))
+    assert [m.get("response") for m in messages] == ["utter_address_changed", "utter_offer_claim"]
+    assert slots_set(events)["claim_reason"] == "not_received"
+    events, messages = await answer(order, "claim", claim_reason="not_received")
+    assert followup(events) == "claim_form" and "refund or a free replacement" in texts(messages)
 
 
 async def test_delay_answer_gives_lateness_reason_new_estimate_and_goodwill(shop, settings):
     """A late parcel: days late, the carrier's reason, the new estimate, an apology and the code."""
     _, messages = await answer(shop["orders"]["late_with_reason"], "delay")
     said = texts(messages)
-    assert "days past the date we promised" in said
-    assert "The carrier reported bad weather." in said
-    assert "The new estimate is" in said
+    assert "is late: it's" in said and "days past the date we promised" in said
+    assert "reported bad weather." in said
+    assert "now expects it" in said
     assert "I'm sorry" in said and settings.policy.goodwill_code in said
 
 
 @pytest.mark.parametrize(
     "scenario, phrase",
     [
-        ("late_no_reason", "The carrier hasn't given a reason."),
-        ("stalled", "There has been no scan for 5 business days."),
+        ("late_no_reason", "hasn't given a reason."),
+        ("stalled", "(5 business days)."),
         ("in_transit_on_time", "isn't late"),
         ("delivered", "on time"),
     ],
@@ -328,7 +362,8 @@ async def test_a_parcel_waiting_at_the_pickup_point_is_not_given_a_past_estimate
     """'Why isn't it here?' about a parcel at the pickup point: it's there, no stale 'expected' date."""
     _, messages = await answer(shop["orders"]["available_for_pickup"], "delay")
     said = texts(messages)
-    assert "isn't late" in said and "pickup point" in said and "expected" not in said
+    assert "in time for the date we promised" in said and "pickup point" in said and "expected" not in said
+    assert "photo ID" in said
 
 
 async def test_presumed_lost_delay_offers_refund_or_reship(shop):
@@ -439,7 +474,7 @@ async def test_high_value_claim_goes_to_a_person_with_a_handoff_record(shop):
     track = tracker("it never came", "refund_or_reship", slots={"verified_order": order["order_number"],
                                                                  "pending_job": "claim", "claim_reason": "lost"})
     events, messages = await run(ActionContinueJob(), track)
-    assert "colleague" in texts(messages) and messages[-1]["response"] == "utter_handoff_later"
+    assert "colleague" in texts(messages) and messages[-1]["response"].startswith("utter_handoff")
     with db.session_factory(shop["engine"])() as session:
         handoff = session.scalars(select(Handoff).where(Handoff.conversation_id == track.sender_id)).one()
         assert handoff.reason == "high_value" and order["order_number"] in handoff.summary
@@ -466,7 +501,7 @@ async def test_a_repeat_claim_goes_to_a_person(shop):
         other = get_order(session=session, number=shop["orders"]["delivered_disputed"]["order_number"])
         get_order(session=session, number=first["order_number"]).customer_id = other.customer_id
     events, messages = await answer(shop["orders"]["delivered_disputed"], "claim", claim_reason="not_received")
-    assert "earlier claim" in texts(messages) and messages[-1]["response"] == "utter_handoff_later"
+    assert "earlier claim" in texts(messages) and messages[-1]["response"].startswith("utter_handoff")
     assert second  # the returned order is untouched by this test
 
 
@@ -527,7 +562,7 @@ async def test_yes_to_the_offer_of_a_person_hands_over_and_any_other_yes_shows_t
     offer = DOMAIN["responses"]["utter_offer_human"][0]["text"]
     track = tracker("yes", "affirm", history=[{"event": "bot", "text": offer}])
     _, messages = await run(ActionAffirm(), track)
-    assert messages[-1]["response"] == "utter_handoff_later"
+    assert messages[-1]["response"].startswith("utter_handoff") and "passed your conversation" in texts(messages)
     with db.session_factory(shop["engine"])() as session:
         assert session.scalars(select(Handoff).where(Handoff.conversation_id == track.sender_id)).one()
     _, messages = await run(ActionAffirm(), tracker("yes", "affirm", history=[{"event": "bot", "text": "Hi!"}]))

@@ -24,6 +24,7 @@ from bot.services.helpdesk import SIGNATURE_HEADER
 from bot.store import db
 from bot.store.models import Agent, AuditLog, Handoff
 
+from .helpers.rasa import rendered
 from .helpers.signing import signature
 from .helpers.waits import wait_for
 from .test_actions import DOMAIN, run, tracker
@@ -79,41 +80,62 @@ def test_with_agents_online_the_shopper_is_told_the_wait(engine):
         assert availability(session=session, settings=config, now=WED_NOON).wording == {"wait": "9 minutes"}
 
 
-def test_in_hours_with_nobody_online_the_shopper_hears_when_we_close(engine):
-    """An agent whose console went quiet long ago does not count as online."""
+def test_in_hours_with_nobody_online_someone_still_replies_within_the_promised_time(engine):
+    """Opening hours are a promise: with no console open, AGENT_REPLY_MINUTES, never "nobody can answer"."""
     with db.session_scope(engine) as session:
-        _agent(session, "anna", WED_NOON - dt.timedelta(hours=1))
+        _agent(session, "anna", WED_NOON - dt.timedelta(hours=1))  # quiet long ago: not online
     with db.session_scope(engine) as session:
-        found = availability(session=session, settings=settings(), now=WED_NOON)
-    assert found.response == "utter_handoff_later" and found.wait_minutes is None
-    assert found.wording == {"when": "as soon as someone is back (we're open until 17:30 today)"}
+        found = availability(session=session, settings=settings(AGENT_REPLY_MINUTES="20"), now=WED_NOON)
+    assert (found.response, found.wording, found.wait_minutes) == ("utter_handoff", {"wait": "20 minutes"}, 20)
+    text = rendered({"response": found.response, **found.wording}, DOMAIN)
+    assert "Someone will reply right here within 20 minutes." in text
+    assert "Nobody" not in text and "closed" not in text
+
+
+def test_just_before_closing_the_shopper_hears_the_closing_time_and_the_next_opening(engine):
+    """17:15 with a 30-minute promise and closing at 17:30: no promise the hours cannot keep."""
+    quarter_past_five = dt.datetime(2026, 11, 25, 16, 15, tzinfo=dt.timezone.utc)  # 17:15 local
+    with db.session_scope(engine) as session:
+        found = availability(session=session, settings=settings(), now=quarter_past_five)
+    assert found.response == "utter_handoff_closing" and found.in_hours
+    assert found.wording == {"closes": "17:30", "when": "from 09:00 tomorrow"}
+    text = rendered({"response": found.response, **found.wording}, DOMAIN)
+    assert "We close at 17:30 today, so if nobody gets to it before then, we'll reply right here from 09:00 " \
+           "tomorrow." in text
 
 
 @pytest.mark.parametrize("now, when", [
-    (WED_NIGHT, "tomorrow from 09:00"),
-    (FRI_NIGHT, "from Mon 30 Nov, 09:00"),
-    (dt.datetime(2026, 11, 26, 6, 0, tzinfo=dt.timezone.utc), "today from 09:00"),  # 07:00 local
+    (WED_NIGHT, "from 09:00 tomorrow"),
+    (FRI_NIGHT, "from 09:00 on Mon 30 Nov"),
+    (dt.datetime(2026, 11, 26, 6, 0, tzinfo=dt.timezone.utc), "from 09:00 today"),  # 07:00 local
 ])
 def test_outside_hours_the_shopper_hears_when_the_team_is_back(engine, now, when):
-    """Outside agent hours the answer names the next opening, in the shop's time zone."""
+    """Outside agent hours the answer says we're closed and names the next opening, in the shop's time zone."""
     with db.session_scope(engine) as session:
         _agent(session, "anna", now)  # online, but it is not opening time
     with db.session_scope(engine) as session:
         found = availability(session=session, settings=settings(), now=now)
     assert found.response == "utter_handoff_later" and found.wording == {"when": when}
+    assert found.wait_minutes is None and not found.in_hours
+    text = rendered({"response": found.response, **found.wording}, DOMAIN)
+    assert f"We're closed now; we'll reply right here {when}." in text
 
 
 def test_the_handoff_answers_render_with_their_wording():
-    """Both responses carry the variable the availability fills."""
+    """Each response carries the variables the availability fills, and none says nobody can answer."""
     assert "{wait}" in DOMAIN["responses"]["utter_handoff"][0]["text"]
     assert "{when}" in DOMAIN["responses"]["utter_handoff_later"][0]["text"]
+    assert "{closes}" in DOMAIN["responses"]["utter_handoff_closing"][0]["text"]
+    for name in ("utter_handoff", "utter_handoff_closing", "utter_handoff_later"):
+        assert "Nobody can answer" not in DOMAIN["responses"][name][0]["text"]
 
 
 async def test_handing_over_pauses_the_bot_and_tells_the_shopper(shop):
     """The handoff action stops the bot for this conversation (Rasa's pause) after telling when."""
     events, messages = await run(ActionHandoff(), tracker("let me talk to a person", "human_handoff"))
     assert {"event": "pause", "timestamp": None} in events
-    assert messages[-1]["response"] == "utter_handoff_later" and "when" in messages[-1]
+    assert messages[-1]["response"].startswith("utter_handoff")
+    assert "passed your conversation" in rendered(messages[-1], DOMAIN)  # every variable given
 
 
 async def test_accepting_the_offer_after_an_impossible_address_change_keeps_that_reason(shop):

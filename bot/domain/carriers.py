@@ -59,15 +59,30 @@ class CodeMapping:
     description: str = ""
 
 
+#: After a missed delivery, for a carrier without its own wording below.
+MISSED_DELIVERY_FALLBACK = (
+    "The carrier's card or the tracking link says how to book a new delivery or where to collect it."
+)
+#: Days a pickup point keeps a parcel, for a carrier without its own figure below.
+PICKUP_HOLD_DAYS_FALLBACK = 7
+
+
 @dataclass(frozen=True)
 class CarrierDefinition:
-    """A carrier the assistant knows out of the box."""
+    """A carrier the assistant knows out of the box.
+
+    `missed_delivery` tells the shopper what to do after a failed delivery
+    attempt (redelivery or collection, with the carrier's own page where it has
+    one); `pickup_hold_days` is how long its pickup points keep a parcel.
+    """
 
     code: str
     name: str
     tracking_url_template: str
     supports_redirect: bool
     codes: Dict[str, CodeMapping] = field(default_factory=dict)
+    missed_delivery: str = MISSED_DELIVERY_FALLBACK
+    pickup_hold_days: int = PICKUP_HOLD_DAYS_FALLBACK
 
 
 def normalise_code(raw_code: str) -> str:
@@ -93,6 +108,11 @@ BUILT_IN_CARRIERS: Tuple[CarrierDefinition, ...] = (
             "?submit=1&tracking-id={tracking_number}"
         ),
         supports_redirect=True,
+        missed_delivery=(
+            "DHL usually tries again the next working day or leaves it at a nearby DHL ServicePoint; "
+            "you can choose a new day or a ServicePoint from the tracking link."
+        ),
+        pickup_hold_days=7,
         codes=_codes(
             {
                 "pre-transit": (Status.INFO_RECEIVED, None, "Shipment information received"),
@@ -124,6 +144,11 @@ BUILT_IN_CARRIERS: Tuple[CarrierDefinition, ...] = (
         name="UPS",
         tracking_url_template="https://www.ups.com/track?loc=en_US&tracknum={tracking_number}",
         supports_redirect=True,
+        missed_delivery=(
+            "UPS tries again the next business day (three tries in all); to choose a day or send it "
+            "to a UPS Access Point, use the tracking link."
+        ),
+        pickup_hold_days=7,
         codes=_codes(
             {
                 "M/MP": (Status.INFO_RECEIVED, None, "Shipper created a label"),
@@ -155,6 +180,11 @@ BUILT_IN_CARRIERS: Tuple[CarrierDefinition, ...] = (
         name="USPS",
         tracking_url_template="https://tools.usps.com/go/TrackConfirmAction?tLabels={tracking_number}",
         supports_redirect=True,
+        missed_delivery=(
+            "Book a redelivery at https://tools.usps.com/redelivery.htm, or collect it from the "
+            "post office named on the notice, with photo ID."
+        ),
+        pickup_hold_days=15,
         codes=_codes(
             {
                 "GX": (Status.INFO_RECEIVED, None, "Shipping label created"),
@@ -186,6 +216,11 @@ BUILT_IN_CARRIERS: Tuple[CarrierDefinition, ...] = (
             "https://www.royalmail.com/track-your-item#/tracking-results/{tracking_number}"
         ),
         supports_redirect=False,
+        missed_delivery=(
+            "Book a redelivery at https://www.royalmail.com/receiving-mail/redelivery, or collect it "
+            "from the delivery office named on the card, with the card and photo ID."
+        ),
+        pickup_hold_days=18,
         codes=_codes(
             {
                 "EVGPD": (Status.INFO_RECEIVED, None, "Sender has let us know your item is coming"),
@@ -209,3 +244,8 @@ BUILT_IN_CARRIERS: Tuple[CarrierDefinition, ...] = (
         ),
     ),
 )
+
+
+def built_in_carrier(code: str) -> Optional[CarrierDefinition]:
+    """The built-in definition of the carrier with `code`, if it is one of ours."""
+    return next((carrier for carrier in BUILT_IN_CARRIERS if carrier.code == code), None)

@@ -129,6 +129,7 @@ class HandoffReason(StrEnum):
     REPEAT_CLAIM = "repeat_claim"
     LOCKED_OUT = "locked_out"
     ADDRESS_IMPOSSIBLE = "address_impossible"
+    DELIVERY_PROBLEM = "delivery_problem"  # a stalled or held parcel, or an order late leaving the warehouse
     ERROR = "error"
 
 

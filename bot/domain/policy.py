@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Dict, FrozenSet
+from typing import Dict, FrozenSet, Optional
 
 from pydantic import BaseModel, Field, validator
 
@@ -41,6 +41,10 @@ class Policy(BaseModel):
     late_claim_days: int = Field(default=7, ge=1, le=120)
     goodwill_after_days_late: int = Field(default=3, ge=0, le=120)
     goodwill_code: str = "SORRY10"
+    #: Days a pickup point keeps a parcel; None: each carrier's own (bot.domain.carriers).
+    pickup_hold_days: Optional[int] = Field(default=None, ge=1, le=90)
+    #: What the shop tells a shopper whose parcel is at customs about import duties.
+    duties: str = "Prices include import duties; you won't be asked to pay anything on delivery."
     human_value_threshold: Decimal = Field(default=Decimal("250"), ge=0)
     repeat_claim_window_days: int = Field(default=90, ge=0, le=3650)
     address_change_direct_statuses: FrozenSet[str] = frozenset({Status.PENDING.value})
@@ -69,6 +73,17 @@ class Policy(BaseModel):
                 "a parcel is stalled before it is presumed lost"
             )
         return value
+
+    @validator("pickup_hold_days", pre=True)
+    def _blank_is_carriers_own(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @validator("duties")
+    def _duties(cls, value: str) -> str:
+        text = " ".join(value.split())
+        if not 1 <= len(text) <= 400:
+            raise ValueError("one or two sentences for the shopper (at most 400 characters)")
+        return text
 
     @validator("goodwill_code")
     def _goodwill_code(cls, value: str) -> str:

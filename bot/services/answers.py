@@ -4,19 +4,27 @@ Fixed wording lives in `domain.yml` responses, with variables.  The answers
 that must be composed sentence by sentence (status, delay, when a person will
 answer) are built here and nowhere else, so every shopper-facing text is in one
 of those two places.  Every sentence is built from a stored value: no date,
-status or policy is ever invented.
+status or policy is ever invented, and an estimate that has gone by is never
+given as one.  A late or troubled parcel's answer leads with the problem, says
+sorry (with the goodwill step the policy allows) and ends with what happens
+next, with an offer (buttons) when the shopper can act on it straight away.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from bot.config import Settings
-from bot.domain.carriers import REASON_LABELS, STATUS_LABELS
-from bot.domain.enums import Status
-from bot.domain.tracking import ShipmentState
+from bot.domain.carriers import (
+    MISSED_DELIVERY_FALLBACK,
+    PICKUP_HOLD_DAYS_FALLBACK,
+    REASON_LABELS,
+    built_in_carrier,
+)
+from bot.domain.enums import ClaimReason, DelayReason, HandoffReason, Status
+from bot.domain.tracking import Scan, ShipmentState, claim_fits, late_claim_from
 from bot.store.models import Order, Shipment
 from bot.store.queries import shipment_state, shipment_tracking_url
 
@@ -63,154 +71,499 @@ def parcels(order: Order, settings: Settings, now: dt.datetime) -> List[Parcel]:
     return [Parcel(s, shipment_state(s, settings=settings, now=now)) for s in order.shipments]
 
 
-_STATUS_SENTENCE: Dict[str, str] = {
-    Status.INFO_RECEIVED: "the label is ready and {carrier} will pick it up soon",
-    Status.IN_TRANSIT: "it's on its way with {carrier}",
-    Status.OUT_FOR_DELIVERY: "it's out for delivery with {carrier} today",
-    Status.FAILED_ATTEMPT: "{carrier} tried to deliver it but nobody could take it",
-    Status.AVAILABLE_FOR_PICKUP: "it's waiting for you at a {carrier} pickup point",
-    Status.DELIVERED: "{carrier} delivered it {when}",
-    Status.EXCEPTION: "{carrier} has it on hold because of {reason}",
-    Status.LOST: "{carrier} has lost track of it",
-    Status.RETURNED_TO_SENDER: "{carrier} sent it back to us",
-}
+@dataclass(frozen=True)
+class Offer:
+    """What an answer ends with instead of "anything else?": a domain response with buttons, and the slots it sets.
+
+    `claim_reason` is the reason a refund-or-replacement claim started from
+    the buttons is made for; `handoff_reason` the reason a "yes" to a person is
+    handed over with.
+    """
+
+    response: str
+    claim_reason: Optional[str] = None
+    handoff_reason: Optional[str] = None
 
 
-#: Statuses after which an expected delivery date means nothing.
-_NO_ESTIMATE = (Status.DELIVERED, Status.LOST, Status.RETURNED_TO_SENDER, Status.AVAILABLE_FOR_PICKUP)
-
-
-def parcel_lines(parcel: Parcel, settings: Settings, now: dt.datetime) -> List[str]:
-    state, shipment = parcel.state, parcel.shipment
-    today = now.astimezone(settings.tz).date()
-    carrier = shipment.carrier.name
-    reason = REASON_LABELS.get(state.delay_reason or "", "a problem")
-    when = day(state.delivered_on, today) if state.delivered_on else ""
-    lines = [_STATUS_SENTENCE.get(state.status, "it's with {carrier}").format(carrier=carrier, reason=reason,
-                                                                                when=when)]
-    lines[0] = lines[0][:1].upper() + lines[0][1:] + "."
-    if state.presumed_lost and state.carrier_status != Status.LOST:
-        lines[0] = (f"There has been no scan from {carrier} for {state.business_days_without_scan} business days, "
-                    "so we treat it as lost.")
-    scan = state.last_scan
-    if scan is not None:
-        place = f" in {scan.location}" if scan.location else ""
-        text = scan.text or "scan"
-        lines.append(f"Last scan: {text}{place}, {moment(scan.occurred_at, settings, today)}.")
-    if state.eta and state.status not in _NO_ESTIMATE:
-        lines.append(f"Expected delivery: {day(state.eta, today)}.")
-    lines.append(f"Tracking: {shipment_tracking_url(shipment)}")
-    return lines
-
-
-def status_messages(order: Order, settings: Settings, now: dt.datetime) -> List[str]:
-    """The answer to "where is my order?": one message per parcel."""
-    today = now.astimezone(settings.tz).date()
-    if not order.shipments or all(s.status == Status.PENDING and not s.events for s in order.shipments):
-        promise = f" We promised delivery by {day(order.promised_date, today)}." if order.promised_date else ""
-        return [f"Order {order.number} hasn't shipped yet: it's being packed in our warehouse.{promise} "
-                "You'll get a tracking link as soon as it leaves."]
-    found = parcels(order, settings, now)
-    if len(found) == 1:
-        return [f"Order {order.number}: " + " ".join(parcel_lines(found[0], settings, now))]
-    messages = [f"Order {order.number} ships in {len(found)} parcels."]
-    for index, parcel in enumerate(found, start=1):
-        messages.append(f"Parcel {index} ({parcel.shipment.carrier.name} {parcel.shipment.tracking_number}): "
-                        + " ".join(parcel_lines(parcel, settings, now)))
-    return messages
+#: Refund or replacement, the choice of the claim flow (its buttons start it).
+OFFER_CLAIM = "utter_offer_claim"
+#: Change the address, or refund or replacement: for a parcel sent back to the shop.
+OFFER_RETURNED = "utter_offer_returned"
+#: A colleague: for what only a person can take up with the carrier or the warehouse.
+OFFER_HUMAN = "utter_offer_human"
+#: When a parcel needs more than one, the first of these is offered.
+_OFFER_RANK = (OFFER_CLAIM, OFFER_RETURNED, OFFER_HUMAN)
 
 
 @dataclass(frozen=True)
-class DelayAnswer:
+class Answer:
+    """A composed answer: its messages, whether anything is late, and what it offers next."""
+
     messages: Tuple[str, ...]
     late: bool
     goodwill_code: Optional[str]
-    claim_possible: bool
+    offer: Optional[Offer] = None
+
+    @property
+    def claim_possible(self) -> bool:
+        return self.offer is not None and self.offer.response == OFFER_CLAIM
 
 
-def delay_answer(order: Order, settings: Settings, now: dt.datetime) -> DelayAnswer:
-    """Promise against reality: how late, why, the new estimate, and what the shop does about it."""
-    policy = settings.policy
-    today = now.astimezone(settings.tz).date()
+def _days(count: int) -> str:
+    return f"{count} day" if count == 1 else f"{count} days"
+
+
+def _on(value: dt.date, today: dt.date) -> str:
+    """`day` after a verb: "tomorrow", "on Fri 20 Nov"."""
+    when = day(value, today)
+    return when if when in ("today", "tomorrow", "yesterday") else f"on {when}"
+
+
+def _masked_address(order: Order) -> str:
+    return f"{mask_address(order.ship_line1, order.ship_postcode, order.ship_city)}, {order.ship_country}"
+
+
+def _hold_days(shipment: Shipment, settings: Settings) -> int:
+    if settings.policy.pickup_hold_days is not None:
+        return settings.policy.pickup_hold_days
+    known = built_in_carrier(shipment.carrier.code)
+    return known.pickup_hold_days if known else PICKUP_HOLD_DAYS_FALLBACK
+
+
+def _missed_delivery(shipment: Shipment) -> str:
+    known = built_in_carrier(shipment.carrier.code)
+    return known.missed_delivery if known else MISSED_DELIVERY_FALLBACK
+
+
+#: What each status says while the parcel is still on its way to the shopper.
+_MOVING: Dict[str, str] = {
+    Status.PENDING: "It's with {carrier}.",
+    Status.INFO_RECEIVED: "The label is ready and {carrier} will pick it up soon.",
+    Status.IN_TRANSIT: "It's on its way with {carrier}.",
+    Status.OUT_FOR_DELIVERY: "It's out for delivery with {carrier} today.",
+}
+
+_CLAIM_NOW = "We'll put it right: you can have a full refund or a free replacement."
+_LATE_ENOUGH = "It's now late enough for a refund or a replacement, if you'd rather not wait."
+_NEIGHBOURS = "If you can't find it, check with your neighbours and around your door or any safe place."
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """One parcel's facts, as the sentences about it need them."""
+
+    order: Order
+    shipment: Shipment
+    state: ShipmentState
+    settings: Settings
+    today: dt.date
+
+    @property
+    def carrier(self) -> str:
+        return self.shipment.carrier.name
+
+    @property
+    def promised(self) -> Optional[dt.date]:
+        return self.state.promised_date
+
+    @property
+    def eta(self) -> Optional[dt.date]:
+        """The carrier's estimate, unless it has already gone by."""
+        eta = self.state.eta
+        return eta if eta is not None and eta >= self.today else None
+
+    @property
+    def past(self) -> bool:
+        """The promised date has gone by."""
+        return self.promised is not None and self.state.days_late > 0
+
+    @property
+    def likely(self) -> bool:
+        """Not late yet, but the estimate is after the promise."""
+        return not self.past and self.promised is not None and self.eta is not None and self.eta > self.promised
+
+    @property
+    def reason(self) -> Optional[str]:
+        return REASON_LABELS.get(self.state.delay_reason or "")
+
+    def day(self, value: dt.date) -> str:
+        return day(value, self.today)
+
+    def local_day(self, value: dt.datetime) -> dt.date:
+        return value.astimezone(self.settings.tz).date()
+
+    def at(self, scan: Optional[Scan]) -> str:
+        """When a scan happened, to follow a verb (" yesterday at 15:53"); empty without one."""
+        return f" {moment(scan.occurred_at, self.settings, self.today)}" if scan is not None else ""
+
+    def quiet(self) -> str:
+        """How long the carrier has been silent."""
+        scan = self.state.last_scan
+        if scan is None:
+            return f"There has been no scan from {self.carrier} yet"
+        return (f"There has been no scan from {self.carrier} since {self.day(self.local_day(scan.occurred_at))} "
+                f"({self.state.business_days_without_scan} business days)")
+
+
+@dataclass
+class _Reading:
+    """One parcel as the shopper is told it: the problem first, the facts, then what happens next."""
+
+    #: Continues the parcel's label ("Order WS-1 is late: ..."); otherwise the label is followed by ": ".
+    predicate: Optional[str] = None
+    sentences: List[str] = field(default_factory=list)
+    next_steps: List[str] = field(default_factory=list)
+    offer: Optional[Offer] = None
+    late: bool = False  # past the date promised, or likely to be
+    sorry: bool = False  # a problem or a delay we apologise for
+    trouble: bool = False  # lost, damaged, sent back or held: more than a wait
+    days_late: int = 0  # for the goodwill step
+
+    def text(self, label: str) -> str:
+        if self.predicate:
+            return " ".join([f"{label} {self.predicate}", *self.sentences])
+        first, *rest = self.sentences
+        return " ".join([f"{label}: {first[:1].upper()}{first[1:]}", *rest])
+
+    def propose(self, offer: Offer) -> None:
+        if self.offer is None or _OFFER_RANK.index(offer.response) < _OFFER_RANK.index(self.offer.response):
+            self.offer = offer
+
+
+def _read(facts: _Facts, *, delay: bool, all_delivered: bool) -> _Reading:
+    """What to say about one parcel; `delay` for the answer to "why is it late?"."""
+    state = facts.state
+    read = _Reading()
+    if state.status == Status.DELIVERED and state.delivered_on is not None:
+        _delivered(read, facts, delay=delay, all_delivered=all_delivered)
+    elif state.status == Status.AVAILABLE_FOR_PICKUP:
+        _at_pickup_point(read, facts, delay=delay)
+    else:
+        read.late = facts.past or facts.likely
+        read.days_late = state.days_late if facts.past else 0
+        if state.presumed_lost:
+            _lost(read, facts)
+        elif state.status == Status.RETURNED_TO_SENDER:
+            _returned(read, facts)
+        elif state.status == Status.EXCEPTION and state.delay_reason == DelayReason.DAMAGED:
+            _damaged(read, facts)
+        else:
+            _on_the_way(read, facts, delay=delay)
+            return read
+        if facts.past and facts.promised is not None:
+            read.sentences.append(f"Your order is now {_days(state.days_late)} late: we promised it by "
+                                  f"{facts.day(facts.promised)}.")
+    return read
+
+
+def _lost(read: _Reading, facts: _Facts) -> None:
+    read.sorry = read.trouble = True
+    if facts.state.carrier_status == Status.LOST:
+        read.sentences.append(f"{facts.carrier} has lost track of it.")
+    else:
+        read.sentences.append(f"{facts.quiet()}, so we treat it as lost.")
+    read.next_steps.append(_CLAIM_NOW)
+    read.propose(Offer(OFFER_CLAIM, claim_reason=ClaimReason.LOST.value))
+
+
+def _returned(read: _Reading, facts: _Facts) -> None:
+    read.sorry = read.trouble = True
+    scan = facts.state.status_scan
+    back = f" {facts.day(facts.local_day(scan.occurred_at))}" if scan is not None else ""
+    because = f" because of {facts.reason}" if facts.reason else ""
+    read.sentences.append(f"{facts.carrier} sent it back to us{back}{because}.")
+    read.next_steps.append(f"It was going to {_masked_address(facts.order)}. If that address is wrong, change it "
+                           "and we'll send the parcel again; if it's right, choose a refund or a replacement.")
+    read.propose(Offer(OFFER_RETURNED, claim_reason=ClaimReason.NOT_RECEIVED.value))
+
+
+def _damaged(read: _Reading, facts: _Facts) -> None:
+    read.sorry = read.trouble = True
+    scan = facts.state.status_scan
+    place = f" in {scan.location}" if scan is not None and scan.location else ""
+    read.sentences.append(f"{facts.carrier} reported it damaged{facts.at(scan)}{place}.")
+    read.next_steps.append("You don't need to wait for it: you can have a refund or a replacement now. If it still "
+                           "reaches you, keep it and its packaging: a colleague will ask you for a photo of the "
+                           "damage.")
+    read.propose(Offer(OFFER_CLAIM, claim_reason=ClaimReason.DAMAGED.value))
+
+
+def _on_the_way(read: _Reading, facts: _Facts, *, delay: bool) -> None:
+    """Moving, held by the carrier, or after a missed delivery: the problem, how late, the estimate, what next."""
+    state, carrier, promised = facts.state, facts.carrier, facts.promised
+    held = state.status == Status.EXCEPTION
+    customs = held and state.delay_reason == DelayReason.CUSTOMS
+    read.sorry = facts.past or facts.likely or state.stalled
+    expects = (f"{carrier} now expects it {facts.day(facts.eta)}, after the date we promised "
+               f"({facts.day(promised)})." if facts.likely and facts.eta and promised else "")
+    if state.status in _MOVING:
+        what = _MOVING[state.status].format(carrier=carrier)
+        scan = state.status_scan
+        went = facts.local_day(scan.occurred_at) if scan is not None else facts.today
+        if state.status == Status.OUT_FOR_DELIVERY and went != facts.today:
+            what = f"It went out for delivery with {carrier} {facts.day(went)}."
+        if facts.past and promised:
+            read.predicate = (f"is late: it's {_days(state.days_late)} past the date we promised "
+                              f"({facts.day(promised)}).")
+        elif facts.likely:
+            read.predicate = f"is likely to be late: {expects}"
+        elif delay and not state.stalled:
+            _not_late(read, facts, what)
+            return
+        if state.stalled:
+            read.sentences.append(f"{facts.quiet()}.")  # the last scan follows: no "on its way" without a sign of it
+        elif facts.reason and read.predicate:
+            read.sentences += [f"{carrier} reported {facts.reason}.", what]
+        elif facts.past:
+            read.sentences += [f"{carrier} hasn't given a reason.", what]
+        else:
+            read.sentences.append(what)
+    else:
+        _held_or_missed(read, facts)
+        if state.stalled:
+            read.sentences.append(f"{facts.quiet()}.")
+        if facts.past and promised:
+            read.sentences.append(f"It's now {_days(state.days_late)} late: we promised it by "
+                                  f"{facts.day(promised)}.")
+        elif facts.likely:
+            read.sentences.append(f"It's likely to be late: {expects}")
+    if not facts.likely and not state.stalled and (not held or customs):
+        _estimate(read, facts)
+    _late_steps(read, facts)
+
+
+def _not_late(read: _Reading, facts: _Facts, what: str) -> None:
+    """The delay answer for a parcel on time: it isn't late, with the estimate and the promise."""
+    read.predicate = f"isn't late: {what[:1].lower()}{what[1:]}"
+    if facts.eta is not None:
+        if not (facts.state.status == Status.OUT_FOR_DELIVERY and facts.eta == facts.today):
+            read.sentences.append(f"Expected delivery: {facts.day(facts.eta)}.")
+    elif facts.state.eta is not None:
+        read.sentences.append(f"It's taking longer than {facts.carrier} first estimated, and they haven't given a "
+                              "new date yet.")
+    if facts.promised is not None:
+        read.sentences.append(f"We promised it by {facts.day(facts.promised)}.")
+
+
+def _held_or_missed(read: _Reading, facts: _Facts) -> None:
+    """A missed delivery or a carrier's hold: what happened, and what the shopper or a colleague can do."""
+    state, carrier = facts.state, facts.carrier
+    when = facts.at(state.status_scan)
+    if state.status == Status.FAILED_ATTEMPT:
+        read.sentences.append(f"{carrier} tried to deliver it{when} but nobody could take it.")
+        read.next_steps.append(_missed_delivery(facts.shipment))
+    elif state.delay_reason == DelayReason.CUSTOMS:
+        read.sentences.append(f"It's held at customs: {carrier} reported a customs check{when}.")
+        read.next_steps.append(f"Customs checks parcels that cross a border before they can go on; {carrier} "
+                               f"delivers it once it's cleared. {facts.settings.policy.duties}")
+    else:
+        read.sorry = read.trouble = True
+        if state.delay_reason == DelayReason.ADDRESS_PROBLEM:
+            read.sentences.append(f"{carrier} is holding it because of a problem with the delivery address.")
+            read.next_steps.append(f"It's going to {_masked_address(facts.order)}. A colleague can sort out the "
+                                   f"address with {carrier}.")
+        else:
+            read.sentences.append(f"{carrier} has it on hold because of {facts.reason or 'a problem'}.")
+            read.next_steps.append(f"A colleague can check with {carrier} what's wrong.")
+        read.propose(Offer(OFFER_HUMAN, handoff_reason=HandoffReason.DELIVERY_PROBLEM.value))
+
+
+def _estimate(read: _Reading, facts: _Facts) -> None:
+    """The carrier's estimate, never a date already gone: an overdue estimate is said to be overdue."""
+    state, carrier, eta = facts.state, facts.carrier, facts.eta
+    if eta is not None and facts.past:
+        read.sentences.append(f"{carrier} now expects it {facts.day(eta)}.")
+    elif eta is not None and state.status == Status.EXCEPTION:
+        read.sentences.append(f"{carrier} still expects to deliver it {facts.day(eta)}, once customs clears it.")
+    elif eta is not None and not (state.status == Status.OUT_FOR_DELIVERY and eta == facts.today):
+        read.sentences.append(f"Expected delivery: {facts.day(eta)}.")
+    elif eta is None and facts.past:
+        read.sentences.append(f"{carrier} hasn't given a new delivery date yet.")
+    elif eta is None and state.eta is not None:
+        read.sentences.append(f"It's taking longer than {carrier} first estimated, and they haven't given a new "
+                              "date yet.")
+
+
+def _late_steps(read: _Reading, facts: _Facts) -> None:
+    """For a late, likely late or silent parcel: a trace, and when a refund or replacement can be had."""
+    state, policy = facts.state, facts.settings.policy
+    if state.stalled:
+        read.next_steps.append(f"A colleague can ask {facts.carrier} to trace it.")
+        read.propose(Offer(OFFER_HUMAN, handoff_reason=HandoffReason.DELIVERY_PROBLEM.value))
+    if not (facts.past or facts.likely or state.stalled):
+        return
+    if claim_fits(state, ClaimReason.LATE, policy, facts.today):
+        read.next_steps.append(_LATE_ENOUGH)
+        read.propose(Offer(OFFER_CLAIM, claim_reason=ClaimReason.LATE.value))
+        return
+    opens = late_claim_from(state, policy)
+    if opens is not None and opens > facts.today:
+        read.next_steps.append(f"If it still isn't with you {_on(opens, facts.today)}, tell me and we'll refund or "
+                               "replace it.")
+
+
+def _delivered(read: _Reading, facts: _Facts, *, delay: bool, all_delivered: bool) -> None:
+    """Delivered: when (and, for "it never came", where) first; then the checks and the claim."""
+    state, carrier, promised = facts.state, facts.carrier, facts.promised
+    assert state.delivered_on is not None
+    scan = state.status_scan
+    if delay:
+        if promised is not None and state.delivered_on > promised:
+            read.predicate = (f"was delivered {_days((state.delivered_on - promised).days)} after the date we "
+                              f"promised ({facts.day(promised)}).")
+        else:
+            read.predicate = "was delivered on time."
+        place = f" in {scan.location}" if scan is not None and scan.location else ""
+        if scan is not None:
+            read.sentences.append(f"{carrier} scanned it as delivered{facts.at(scan)}{place}.")
+    else:
+        read.sentences.append(f"{carrier} delivered it {facts.day(state.delivered_on)}.")
+    if not all_delivered:
+        return
+    if claim_fits(state, ClaimReason.NOT_RECEIVED, facts.settings.policy, facts.today):
+        if delay:
+            read.next_steps.append(f"{_NEIGHBOURS} If it isn't there, we'll refund or replace it.")
+            read.propose(Offer(OFFER_CLAIM, claim_reason=ClaimReason.NOT_RECEIVED.value))
+        else:
+            read.next_steps.append(f"{_NEIGHBOURS} If it isn't there, tell me and we'll refund or replace it.")
+    else:
+        wait_until = state.delivered_on + dt.timedelta(days=facts.settings.policy.delivered_wait_days)
+        read.next_steps.append(f"{_NEIGHBOURS} Parcels marked delivered often turn up within a day or two; if it "
+                               f"still isn't there {_on(wait_until, facts.today)}, tell me and we'll refund or "
+                               "replace it.")
+
+
+def _at_pickup_point(read: _Reading, facts: _Facts, *, delay: bool) -> None:
+    """At a pickup point: where, until when, and what to bring."""
+    state, shipment, carrier = facts.state, facts.shipment, facts.carrier
+    scan = state.status_scan
+    where = scan.location if scan is not None else ""
+    point = "a pickup point" if where and carrier.lower() in where.lower() else f"a {carrier} pickup point"
+    read.sentences.append(f"It's waiting for you at {point}" + (f": {where}." if where else "."))
+    arrived = facts.local_day(scan.occurred_at) if scan is not None else None
+    promised = facts.promised
+    if arrived is not None and promised is not None and arrived > promised:
+        read.days_late = (arrived - promised).days
+        read.late = read.sorry = True
+        read.sentences.append(f"It got there {facts.day(arrived)}, {_days(read.days_late)} after the date we "
+                              f"promised ({facts.day(promised)}).")
+    elif delay and arrived is not None:
+        read.sentences.append(f"It got there {facts.day(arrived)}, in time for the date we promised.")
+    bring = f"bring photo ID and the tracking number, {shipment.tracking_number}."
+    if arrived is None:
+        read.next_steps.append(bring[:1].upper() + bring[1:])
+        return
+    until = arrived + dt.timedelta(days=_hold_days(shipment, facts.settings))
+    if until >= facts.today:
+        read.next_steps.append(f"{carrier} keeps it there until {facts.day(until)}: {bring}")
+    else:
+        read.next_steps.append(f"{carrier} was keeping it there until {facts.day(until)}, so it may be on its way "
+                               "back to us; if it comes back, we'll send it again or refund you.")
+
+
+def _label(order: Order, found: Sequence[Parcel], index: int, *, delay: bool) -> str:
+    if len(found) == 1:
+        return f"Order {order.number}"
+    shipment = found[index].shipment
+    if delay:
+        return f"Parcel {shipment.tracking_number}"
+    return f"Parcel {index + 1} ({shipment.carrier.name} {shipment.tracking_number})"
+
+
+def _unshipped(order: Order, settings: Settings, today: dt.date, *, delay: bool) -> Tuple[str, _Reading]:
+    """An order still in the warehouse: the promise, and whether it is (or will be) late."""
     promised = order.promised_date
+    read = _Reading()
+    if promised is not None and today > promised:
+        read.late = read.sorry = True
+        read.days_late = (today - promised).days
+        text = (f"Order {order.number} hasn't shipped yet, so it's late: it's {_days(read.days_late)} past the date "
+                f"we promised ({day(promised, today)}).")
+    elif promised is not None and today == promised:
+        read.late = read.sorry = True
+        text = (f"Order {order.number} hasn't shipped yet, so it's likely to be late: we promised delivery by "
+                "today.")
+    elif delay:
+        by = f" It isn't late: we promised delivery by {day(promised, today)}." if promised else ""
+        return f"Order {order.number} hasn't shipped yet.{by}", read
+    else:
+        by = f" We promised delivery by {day(promised, today)}." if promised else ""
+        return (f"Order {order.number} hasn't shipped yet: it's being packed in our warehouse.{by} "
+                "You'll get a tracking link as soon as it leaves."), read
+    read.next_steps.append("A colleague can check with our warehouse when it will leave.")
+    read.propose(Offer(OFFER_HUMAN, handoff_reason=HandoffReason.DELIVERY_PROBLEM.value))
+    return text, read
+
+
+def _compose(order: Order, settings: Settings, now: dt.datetime, *, delay: bool) -> Answer:
+    today = now.astimezone(settings.tz).date()
     found = parcels(order, settings, now)
-    if not found:
-        text = f"Order {order.number} hasn't shipped yet."
-        if promised and today > promised + dt.timedelta(days=policy.grace_days):
-            days = (today - promised).days
-            text += (f" We promised it by {day(promised, today)}, so it's {days} days late. I'm sorry. "
-                     "I'll make sure the team looks at it.")
-            return DelayAnswer((text,), True, None, False)
-        if promised:
-            text += f" It isn't late: we promised delivery by {day(promised, today)}."
-        return DelayAnswer((text,), False, None, False)
-
     messages: List[str] = []
-    worst = 0
-    any_late = False
-    for parcel in found:
-        state = parcel.state
-        label = (f"Parcel {parcel.shipment.tracking_number}" if len(found) > 1 else f"Order {order.number}")
-        if state.delivered and state.delivered_on is not None:
-            note = f"{label} was delivered {day(state.delivered_on, today)}"
-            note += f", {state.days_late} days after the promised date." if state.is_late else ", on time."
-            messages.append(note)
-            continue
-        if not (state.is_late or state.expected_late or state.stalled or state.presumed_lost):
-            # A parcel at the pickup point has arrived; an estimate already past says nothing.
-            waiting = state.status == Status.AVAILABLE_FOR_PICKUP or (state.eta is not None and state.eta < today)
-            eta = f" and is expected {day(state.eta, today)}" if state.eta and not waiting else ""
-            by = f" We promised it by {day(promised, today)}." if promised else ""
-            messages.append(f"{label} isn't late: it's {STATUS_LABELS.get(state.status, state.status)}{eta}.{by}")
-            continue
-        any_late = True
-        worst = max(worst, state.days_late)
-        parts = []
-        if state.is_late and promised:
-            parts.append(f"{label} is {state.days_late} days past the date we promised ({day(promised, today)}).")
-        elif state.expected_late and promised:
-            parts.append(f"{label} will arrive after the date we promised ({day(promised, today)}).")
-        else:
-            parts.append(f"{label} is held up.")
-        if state.delay_reason:
-            parts.append(f"The carrier reported {REASON_LABELS[state.delay_reason]}.")
-        elif state.presumed_lost:
-            parts.append(f"There has been no scan for {state.business_days_without_scan} business days, "
-                         "so we treat it as lost.")
-        elif state.stalled:
-            parts.append(f"There has been no scan for {state.business_days_without_scan} business days.")
-        else:
-            parts.append("The carrier hasn't given a reason.")
-        if state.eta and state.eta >= today:
-            parts.append(f"The new estimate is {day(state.eta, today)}.")
-        messages.append(" ".join(parts))
+    readings: List[Tuple[str, _Reading]] = []
+    if not found or all(p.state.status == Status.PENDING and not p.shipment.events for p in found):
+        text, read = _unshipped(order, settings, today, delay=delay)
+        messages.append(text)
+        readings.append((f"Order {order.number}", read))
+    else:
+        if len(found) > 1 and not delay:
+            messages.append(f"Order {order.number} ships in {len(found)} parcels.")
+        all_delivered = all(p.state.status == Status.DELIVERED for p in found)
+        for index, parcel in enumerate(found):
+            label = _label(order, found, index, delay=delay)
+            facts = _Facts(order, parcel.shipment, parcel.state, settings, today)
+            read = _read(facts, delay=delay, all_delivered=all_delivered)
+            lines = [read.text(label)]
+            if not delay:
+                scan = parcel.state.last_scan
+                if scan is not None:
+                    place = f" in {scan.location}" if scan.location else ""
+                    when = moment(scan.occurred_at, settings, today)
+                    lines.append(f"Last scan: {scan.text or 'scan'}{place}, {when}.")
+                lines.append(f"Tracking: {shipment_tracking_url(parcel.shipment)}")
+            messages.append(" ".join(lines))
+            readings.append((label, read))
 
-    if not any_late:
-        return DelayAnswer(tuple(messages), False, None, False)
-    messages.append("I'm sorry about the wait.")
+    policy = settings.policy
+    late = any(read.late for _, read in readings)
     code = None
-    if policy.goodwill_code and worst >= policy.goodwill_after_days_late:
-        code = policy.goodwill_code
-        messages.append(f"As an apology, here is a discount code for your next order: {code}")
-    claim = any(p.state.presumed_lost or (p.state.is_late and p.state.days_late >= policy.late_claim_days)
-                for p in found)
-    return DelayAnswer(tuple(messages), True, code, claim)
+    if any(read.sorry for _, read in readings):
+        trouble = any(read.trouble for _, read in readings)
+        messages.append("I'm sorry about this." if trouble else "I'm sorry about the wait.")
+        worst = max(read.days_late for _, read in readings)
+        if policy.goodwill_code and worst > 0 and worst >= policy.goodwill_after_days_late:
+            code = policy.goodwill_code
+            messages[-1] += f" As an apology, here is a discount code for your next order: {code}"
+    steps = [(label, " ".join(read.next_steps)) for label, read in readings if read.next_steps]
+    if len(steps) == 1 and len(readings) == 1:
+        messages.append(steps[0][1])
+    elif steps:
+        messages.append(" ".join(f"{label}: {step}" for label, step in steps))
+    offers = [read.offer for _, read in readings if read.offer is not None]
+    offer = min(offers, key=lambda o: _OFFER_RANK.index(o.response)) if offers else None
+    return Answer(tuple(messages), late, code, offer)
 
 
-def reply_time(*, local_now: dt.datetime, opening: Optional[dt.datetime] = None,
-               closes: Optional[dt.datetime] = None) -> str:
-    """When a person will answer, for `utter_handoff_later`: the next opening, or "as soon as someone is back".
+def status_answer(order: Order, settings: Settings, now: dt.datetime) -> Answer:
+    """The answer to "where is my order?": each parcel's problem first, the facts, then what happens next."""
+    return _compose(order, settings, now, delay=False)
 
-    `closes`: agent hours are on but nobody is online; they end at this time today.
-    """
-    if closes is not None:
-        return f"as soon as someone is back (we're open until {closes:%H:%M} today)"
+
+def status_messages(order: Order, settings: Settings, now: dt.datetime) -> List[str]:
+    """The status answer's messages alone (one per parcel, then the apology and the next steps)."""
+    return list(status_answer(order, settings, now).messages)
+
+
+def delay_answer(order: Order, settings: Settings, now: dt.datetime) -> Answer:
+    """Promise against reality: how late, why, the new estimate, and what the shop does about it."""
+    return _compose(order, settings, now, delay=True)
+
+
+def reply_time(*, local_now: dt.datetime, opening: Optional[dt.datetime]) -> str:
+    """When the team is next in, for the hand-off answers: "from 09:00 tomorrow", "from 09:00 on Mon 30 Nov"."""
     if opening is None:
-        return "as soon as someone is back"
+        return "as soon as we're back"
     when = day(opening.date(), local_now.date())
-    if when in ("today", "tomorrow"):
-        return f"{when} from {opening:%H:%M}"
-    return f"from {day(opening.date())}, {opening:%H:%M}"
+    return f"from {opening:%H:%M} {when}" if when in ("today", "tomorrow") else f"from {opening:%H:%M} on {when}"
 
 
 def summary_line(order: Order, found: Sequence[Parcel]) -> str:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from bot.config import Settings
 from bot.domain.enums import ClaimOutcome, ClaimReason, DelayReason, HandoffReason, ResolutionKind, Status
+from bot.domain.tracking import claim_fits
 from bot.services.answers import Parcel, day, parcels
 from bot.store.models import Order, Resolution
 from bot.store.queries import audit
@@ -37,19 +38,7 @@ class Decision:
 
 
 def _fits(parcel: Parcel, reason: str, settings: Settings, today: dt.date) -> bool:
-    state = parcel.state
-    policy = settings.policy
-    if reason == ClaimReason.LOST:
-        return state.presumed_lost
-    if reason == ClaimReason.DAMAGED:
-        return state.status == Status.DELIVERED or (state.status == Status.EXCEPTION
-                                                    and state.delay_reason == DelayReason.DAMAGED)
-    if reason == ClaimReason.LATE:
-        return state.presumed_lost or (state.is_late and state.days_late >= policy.late_claim_days)
-    if reason == ClaimReason.NOT_RECEIVED:
-        return (state.status == Status.DELIVERED and state.delivered_on is not None
-                and (today - state.delivered_on).days >= policy.delivered_wait_days)
-    return False
+    return claim_fits(parcel.state, reason, settings.policy, today)
 
 
 def guess_reason(order: Order, settings: Settings, now: dt.datetime) -> Optional[str]:
@@ -60,6 +49,8 @@ def guess_reason(order: Order, settings: Settings, now: dt.datetime) -> Optional
             return ClaimReason.LOST.value
         if state.status == Status.EXCEPTION and state.delay_reason == DelayReason.DAMAGED:
             return ClaimReason.DAMAGED.value
+        if state.status == Status.RETURNED_TO_SENDER:
+            return ClaimReason.NOT_RECEIVED.value
         if state.is_late:
             return ClaimReason.LATE.value
     return None

@@ -25,6 +25,7 @@ REASONS: Dict[str, str] = {
     HandoffReason.REPEAT_CLAIM: "a repeat claim",
     HandoffReason.LOCKED_OUT: "verification locked out",
     HandoffReason.ADDRESS_IMPOSSIBLE: "the address can no longer be changed",
+    HandoffReason.DELIVERY_PROBLEM: "a stuck or held delivery to take up with the carrier or the warehouse",
     HandoffReason.ERROR: "the assistant hit an error",
 }
 
@@ -86,31 +87,39 @@ class Availability:
 
     agents_online: int
     in_hours: bool
-    wait_minutes: Optional[int]  # None when nobody can answer now
+    wait_minutes: Optional[int]  # the reply promised within agent hours; None outside them
     response: str  # the domain response to send
     wording: Dict[str, str]  # its variables
 
 
 def availability(*, session: Session, settings: Settings, now: dt.datetime) -> Availability:
-    """Agents online (console active within AGENT_ONLINE_MINUTES) and in agent hours.
+    """Who can answer, and when the shopper is told they will.
 
-    The wait is the queue ahead shared among the agents online, at
-    AGENT_MINUTES_PER_CONVERSATION each, and never promised below two minutes.
+    In agent hours someone replies within a number of minutes: the queue ahead
+    shared among the agents online (console active within
+    AGENT_ONLINE_MINUTES), at AGENT_MINUTES_PER_CONVERSATION each and never
+    below two minutes, or AGENT_REPLY_MINUTES when no console is open.  When
+    agent hours end before that, the shopper hears the closing time and the
+    next opening; outside agent hours, only the next opening.
     """
     hours = parse_hours(settings.agent_hours)
     local = now.astimezone(settings.tz)
     online = len(online_agents(session=session, now=now, minutes=settings.agent_online_minutes))
-    in_hours = hours.is_open(local)
-    if in_hours and online:
+    if not hours.is_open(local):
+        when = reply_time(local_now=local, opening=hours.next_opening(local))
+        return Availability(online, False, None, "utter_handoff_later", {"when": when})
+    if online:
         waiting = select(func.count()).select_from(Handoff).where(Handoff.state == HandoffState.QUEUED)
         queued = session.scalar(waiting) or 0
         minutes = max(2, math.ceil(queued * settings.agent_minutes_per_conversation / online))
-        return Availability(online, True, minutes, "utter_handoff", {"wait": f"{minutes} minutes"})
-    if in_hours:
-        when = reply_time(local_now=local, closes=hours.closes_at(local))
     else:
+        minutes = settings.agent_reply_minutes
+    closes = hours.closes_at(local)
+    if closes is not None and local + dt.timedelta(minutes=minutes) > closes:
         when = reply_time(local_now=local, opening=hours.next_opening(local))
-    return Availability(online, in_hours, None, "utter_handoff_later", {"when": when})
+        closing = "midnight" if closes.time() == dt.time(0, 0) else f"{closes:%H:%M}"
+        return Availability(online, True, minutes, "utter_handoff_closing", {"closes": closing, "when": when})
+    return Availability(online, True, minutes, "utter_handoff", {"wait": f"{minutes} minutes"})
 
 
 def helpdesk_payload(handoff: Handoff) -> Dict[str, Any]:

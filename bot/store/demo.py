@@ -117,6 +117,13 @@ HUBS = {
     "royalmail": ("Heathrow Worldwide Distribution Centre, GB", "Bristol Mail Centre, GB"),
 }
 WAREHOUSE = "Tilburg, NL"
+#: Where each carrier's pickup point in the shopper's town is, as its scan names it.
+PICKUP_POINTS = {
+    "dhl": "Station Kiosk",
+    "ups": "Market Square Newsagent",
+    "usps": "Main Street Post Office",
+    "royalmail": "Royal Mail Delivery Office, Station Road",
+}
 
 
 @dataclass(frozen=True)
@@ -177,7 +184,7 @@ LAST_NAMES = (
     "Johnson", "Bakker", "Visser", "Dubois", "Taylor", "Walker", "Meier", "Garcia",
 )
 
-# (business-day offset from today, local hour, step, where) -- where: origin, hub, local
+# (business-day offset from today, local hour, step, where) -- where: origin, hub, local, point (a pickup point)
 Step = Tuple[int, float, str, str]
 
 
@@ -214,7 +221,7 @@ def scenario_plan(name: str, carrier: str) -> ScenarioPlan:
         "out_for_delivery": ScenarioPlan(-3, 0, [ParcelPlan(carrier, _journey(-3, (-1, 10.0, "depart", "hub"), (0, 7.2, "out", "local")), 0)]),
         "delivered": ScenarioPlan(-5, -1, [ParcelPlan(carrier, _journey(-5, (-3, 11.0, "depart", "hub"), (-2, 7.5, "out", "local"), (-2, 14.2, "delivered", "local")), -2)]),
         "failed_attempt": ScenarioPlan(-4, 0, [ParcelPlan(carrier, _journey(-4, (-2, 9.0, "depart", "hub"), (-1, 7.5, "out", "local"), (-1, 15.7, "attempt", "local")), 1, 1)]),
-        "available_for_pickup": ScenarioPlan(-5, -1, [ParcelPlan(carrier, _journey(-5, (-3, 9.0, "depart", "hub"), (-2, 7.5, "out", "local"), (-2, 13.1, "attempt", "local"), (-1, 10.0, "pickup_point", "local")), -2)]),
+        "available_for_pickup": ScenarioPlan(-5, -1, [ParcelPlan(carrier, _journey(-5, (-3, 9.0, "depart", "hub"), (-2, 7.5, "out", "local"), (-2, 13.1, "attempt", "local"), (-1, 10.0, "pickup_point", "point")), -2)]),
         "late_with_reason": ScenarioPlan(-8, -3, [ParcelPlan(carrier, _journey(-8, (-4, 12.0, "weather", "hub"), (-1, 8.4, "depart", "hub")), -3, 2)]),
         "late_no_reason": ScenarioPlan(-7, -3, [ParcelPlan(carrier, _journey(-7, (-4, 9.0, "depart", "hub"), (-1, 6.3, "arrive", "local")), -3)]),
         "stalled": ScenarioPlan(-9, -2, [ParcelPlan(carrier, _journey(-9, (-5, 9.0, "depart", "hub")), -2)]),
@@ -339,7 +346,8 @@ class _Builder:
         self.session.add(shipment)
         self.session.flush()
         hubs = HUBS[parcel.carrier]
-        places = {"origin": WAREHOUSE, "hub": self.rng.choice(hubs), "local": f"{address.city}, {address.country}"}
+        places = {"origin": WAREHOUSE, "hub": self.rng.choice(hubs), "local": f"{address.city}, {address.country}",
+                  "point": f"{PICKUP_POINTS[parcel.carrier]}, {address.city}, {address.country}"}
         events = []
         for index, (offset, hour, step, where) in enumerate(parcel.steps):
             last = index == len(parcel.steps) - 1
