@@ -39,6 +39,7 @@ from sqlalchemy.engine import make_url
 
 from bot.console.rasa import RasaClient
 from connectors.widget import new_session_id
+from tools.engines import ENDPOINTS  # the endpoints file README shows for every replica
 
 from .conftest import ACTION_TOKEN, _Databases, load_settings_env, pg_admin_url
 from .helpers.servers import MODEL, ROOT, Server, free_port
@@ -57,40 +58,6 @@ REPLY_TIMEOUT_S = 60.0
 DEFAULT_REDIS = "redis://127.0.0.1:6379/1"
 DEFAULT_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
 
-#: The endpoints every replica reads; the placeholders come from each process's environment.
-ENDPOINTS = """\
-action_endpoint:
-  url: ${ACTION_ENDPOINT_URL}
-  headers:
-    Authorization: Bearer ${ACTION_SERVER_TOKEN}
-
-tracker_store:
-  type: SQL
-  dialect: postgresql
-  url: ${TRACKER_DB_HOST}
-  port: ${TRACKER_DB_PORT}
-  db: ${TRACKER_DB_NAME}
-  username: ${TRACKER_DB_USER}
-  password: ${TRACKER_DB_PASSWORD}
-
-lock_store:
-  type: bot.serving.lock_store.AtomicRedisLockStore
-  url: ${REDIS_HOST}
-  port: ${REDIS_PORT}
-  db: ${REDIS_DB}
-  password: ${REDIS_PASSWORD}
-  key_prefix: ${REDIS_KEY_PREFIX}
-
-event_broker:
-  type: pika
-  url: ${RABBITMQ_HOST}
-  port: ${RABBITMQ_PORT}
-  username: ${RABBITMQ_USER}
-  password: ${RABBITMQ_PASSWORD}
-  exchange_name: ${RABBITMQ_EXCHANGE}
-  queues:
-    - ${RABBITMQ_QUEUE}
-"""
 
 #: One contender for a conversation's lock, in its own process as each replica is: it builds the lock
 #: store from the endpoints file as Rasa does, takes the lock at the same instants as the other
