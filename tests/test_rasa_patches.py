@@ -13,6 +13,7 @@ from typing import Any, Dict
 
 import jsonschema
 import pytest
+import rasa.core.run
 from aiohttp import web
 from rasa.core.actions.action import RemoteAction
 from rasa.core.channels.channel import CollectingOutputChannel
@@ -39,7 +40,8 @@ MALFORMED = [
 
 #: What `install` replaces; each test puts Rasa's own back afterwards.
 PATCHED = ((RemoteAction, "_validate_action_result"), (SQLTrackerStore, "__init__"),
-           (SQLTrackerStore, "_retrieve"), (SQLTrackerStore, "save"), (Event, "resolve_by_type"))
+           (SQLTrackerStore, "_retrieve"), (SQLTrackerStore, "save"), (Event, "resolve_by_type"),
+           (EndpointConfig, "session"), (rasa.core.run, "close_resources"))
 
 
 @pytest.fixture
@@ -98,6 +100,7 @@ async def _run_against(answer: Any) -> list:
         return await action.run(CollectingOutputChannel(), TemplatedNaturalLanguageGenerator({}),
                                 DialogueStateTracker("shopper", []), Domain.empty())
     finally:
+        await rasa_patches.close_sessions()
         await runner.cleanup()
 
 
@@ -318,3 +321,85 @@ def test_the_fast_check_accepts_and_refuses_exactly_what_the_full_schema_does():
     assert disagreements == []
     assert sum(check.full.is_valid(a) for a in answers) > 40  # both kinds are in the sample
     assert sum(not check.full.is_valid(a) for a in answers) > 40
+
+
+# --- kept-alive connections to the action server ------------------------------------------------
+
+async def _action_server(close_each: bool = False):
+    """A real action server stand-in on loopback that notes the client port of every call."""
+    ports: list = []
+
+    async def webhook(request: web.Request) -> web.Response:
+        ports.append(request.transport.get_extra_info("peername")[1])
+        answer = web.json_response({"events": [{"event": "slot", "name": "order_number", "value": "WS-1003"}]})
+        if close_each:
+            answer.force_close()
+        return answer
+
+    app = web.Application()
+    app.router.add_post("/webhook", webhook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1], ports  # type: ignore[union-attr]
+
+
+async def _run_action(endpoint: EndpointConfig) -> list:
+    action = RemoteAction("action_check", endpoint)
+    return await action.run(CollectingOutputChannel(), TemplatedNaturalLanguageGenerator({}),
+                            DialogueStateTracker("shopper", []), Domain.empty())
+
+
+async def test_calls_to_the_action_server_reuse_one_connection(patched):
+    runner, port, ports = await _action_server()
+    try:
+        endpoint = EndpointConfig(f"http://127.0.0.1:{port}/webhook", headers={"Authorization": "Bearer t"})
+        for _ in range(4):
+            assert SlotSet("order_number", "WS-1003") in await _run_action(endpoint)
+        assert len(ports) == 4 and len(set(ports)) == 1
+    finally:
+        await rasa_patches.close_sessions()
+        await runner.cleanup()
+
+
+async def test_a_connection_the_action_server_closed_is_replaced(patched):
+    runner, port, ports = await _action_server(close_each=True)
+    try:
+        endpoint = EndpointConfig(f"http://127.0.0.1:{port}/webhook")
+        for _ in range(3):
+            assert SlotSet("order_number", "WS-1003") in await _run_action(endpoint)
+        assert len(set(ports)) == 3
+    finally:
+        await rasa_patches.close_sessions()
+        await runner.cleanup()
+
+
+async def test_the_kept_session_sends_the_endpoints_headers_and_is_closed_when_the_server_stops(patched):
+    seen = []
+
+    async def webhook(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"events": []})
+
+    app = web.Application()
+    app.router.add_post("/webhook", webhook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        endpoint = EndpointConfig(f"http://127.0.0.1:{port}/webhook", headers={"Authorization": "Bearer secret"})
+        await _run_action(endpoint)
+        session = rasa_patches.kept_session(endpoint)
+        assert seen == ["Bearer secret"] and not session.closed
+
+        class App:
+            class ctx:  # noqa: N801 - Sanic's attribute name
+                agent = None
+
+        await rasa.core.run.close_resources(App(), None)
+        assert session.closed
+    finally:
+        await runner.cleanup()

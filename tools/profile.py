@@ -2,7 +2,9 @@
 
 It starts the assistant as `make bench` does (`python -m bot run` on free
 ports with a fresh demo store), sends it the bench's conversations from a few
-shoppers at once, and samples the Rasa server process with py-spy meanwhile.
+shoppers at once, and samples the Rasa server process with py-spy meanwhile
+(only the thread holding the GIL, so the samples are the Python work that
+keeps other turns waiting, not threads waiting on I/O).
 py-spy reads the process from outside, so the server runs unchanged.  The
 raw stacks go to a file (`results/profile-rasa.txt`, one line per distinct
 stack with its sample count: the format flame-graph tools read), and the
@@ -124,7 +126,7 @@ async def _load(servers: Servers, seconds: float, shoppers: int, out: Path, rate
     out.parent.mkdir(parents=True, exist_ok=True)
     spy = await asyncio.create_subprocess_exec(
         py_spy(), "record", "--pid", str(rasa_pid), "--format", "raw", "--output", str(out),
-        "--rate", str(rate), "--duration", str(int(seconds)), "--nonblocking",
+        "--rate", str(rate), "--duration", str(int(seconds)), "--nonblocking", "--gil",
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     processes = {_name(pid): pid for pid in children(runner_pid)}
     before = {name: tree_cpu_seconds([pid]) for name, pid in processes.items()}
