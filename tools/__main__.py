@@ -1,9 +1,9 @@
 """`python -m tools ...`: measuring the assistant (developers' commands, not the shop's).
 
-eval-nlu FILE [--model M]  measure intent recognition on a held-out TSV (`make eval`)
-tune-fallback M F          fallback-threshold table for model M on held-out NLU file F
-bench [options]            latency and throughput next to a bare Rasa baseline (`make bench`)
-profile [options]          where the Rasa server spends its CPU, sampled with py-spy (`make profile`)
+eval-nlu FILE... [--model M]  measure intent recognition on held-out TSVs (`make eval`)
+tune-fallback M F             fallback-threshold table for model M on held-out NLU file F
+bench [options]               latency and throughput next to a bare Rasa baseline (`make bench`)
+profile [options]             where the Rasa server spends its CPU, sampled with py-spy (`make profile`)
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from bot.config import PROJECT_ROOT, Settings, SettingsError, get_settings
 
 def cmd_eval_nlu(settings: Settings, args: argparse.Namespace) -> int:
     from bot.serving.runner import StartupError, latest_model
-    from tools.nlu_eval import evaluate, render
+    from tools.nlu_eval import evaluate_many, render
 
-    dataset = Path(args.dataset)
-    if not dataset.is_file():
-        print(f"{dataset}: no such file (set EVAL_SET to the TSV to measure on)", file=sys.stderr)
-        return 2
+    datasets = [Path(name) for name in args.dataset]
+    for dataset in datasets:
+        if not dataset.is_file():
+            print(f"{dataset}: no such file (set EVAL_SET to the TSV to measure on)", file=sys.stderr)
+            return 2
     try:
         model = Path(args.model) if args.model else latest_model(PROJECT_ROOT / "models")
     except StartupError as exc:
@@ -32,9 +33,14 @@ def cmd_eval_nlu(settings: Settings, args: argparse.Namespace) -> int:
     if not model.is_file():
         print(f"{model}: no such model file", file=sys.stderr)
         return 2
-    result = evaluate(model, dataset, PROJECT_ROOT / "results" / "nlu_eval.json")
-    print(f"NLU evaluation of {model.name} on {dataset}\n" + render(result))
-    print("\nDetails: results/nlu_eval.json, misclassified messages: results/nlu_eval_errors.json")
+    # The first set writes results/nlu_eval.json; the others results/nlu_eval_<name>.json.
+    outputs = [PROJECT_ROOT / "results" / ("nlu_eval.json" if index == 0 else f"nlu_eval_{dataset.stem}.json")
+               for index, dataset in enumerate(datasets)]
+    results = evaluate_many(model, list(zip(datasets, outputs)), settings.order_number_prefix)
+    for index, (dataset, out, result) in enumerate(zip(datasets, outputs, results)):
+        print(("\n" if index else "") + f"NLU evaluation of {model.name} on {dataset}\n" + render(result))
+        errors = out.with_name(out.stem + "_errors.json")
+        print(f"\nDetails: {out.relative_to(PROJECT_ROOT)}, misclassified messages: {errors.relative_to(PROJECT_ROOT)}")
     return 0
 
 
@@ -68,8 +74,8 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m tools", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = root.add_subparsers(dest="command", required=True)
-    evaluation = sub.add_parser("eval-nlu", help="measure intent recognition on a held-out TSV")
-    evaluation.add_argument("dataset")
+    evaluation = sub.add_parser("eval-nlu", help="measure intent recognition on held-out TSVs")
+    evaluation.add_argument("dataset", nargs="+", help="TSVs: text, intent[, source[, details]]")
     evaluation.add_argument("--model", help="the model to measure (default: the newest in models/)")
     evaluation.set_defaults(func=cmd_eval_nlu)
     tune = sub.add_parser("tune-fallback", help="fallback threshold table on a held-out split of data/nlu")
