@@ -10,7 +10,21 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.orm import Session
 
-from actions.common import entity, latest_text, polite_failure, still_verified
+from actions.common import (
+    DIGRESSIONS,
+    LEAVING,
+    PAUSING,
+    AskQuestion,
+    answering,
+    entity,
+    explain,
+    latest_intent,
+    latest_text,
+    missed,
+    polite_failure,
+    reads_as,
+    still_verified,
+)
 from actions.context import context
 from actions.jobs import Reply
 from bot.domain.enums import ClaimOutcome, ResolutionKind
@@ -29,24 +43,50 @@ def choice_in(text: str) -> str | None:
 
 
 class ValidateClaimForm(FormValidationAction):
+    """The shopper's choice of a refund or a replacement, from words or a button.
+
+    Ways out ("stop", "a person", "help", "I don't know") are left to the
+    rules; anything else that names neither is a failed answer.
+    """
+
     def name(self) -> Text:
         return "validate_claim_form"
 
     async def extract_resolution_choice(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                                         domain: Dict[Text, Any]) -> Dict[Text, Any]:
-        if tracker.get_slot("requested_slot") != "resolution_choice":
+        if tracker.get_slot("requested_slot") != "resolution_choice" or not answering(tracker):
             return {}
-        value = entity(tracker, "resolution_choice") or choice_in(latest_text(tracker))
-        return {"resolution_choice": value} if value else {}
+        text = latest_text(tracker)
+        value = entity(tracker, "resolution_choice") or choice_in(text)
+        if value:
+            return {"resolution_choice": value}
+        intent = latest_intent(tracker)
+        if intent in LEAVING | PAUSING | DIGRESSIONS or text.startswith("/") or not text.strip():
+            return {}
+        return {"resolution_choice": ""}
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: Dict[Text, Any]) -> List[EventType]:
+        text = latest_text(tracker)
+        kind = reads_as(text) or ("ask_help" if text.rstrip().endswith("?") else None)  # "what's the difference?"
+        if tracker.get_slot("requested_slot") == "resolution_choice" and answering(tracker) \
+                and latest_intent(tracker) not in LEAVING | PAUSING | DIGRESSIONS \
+                and kind and not choice_in(text) and not entity(tracker, "resolution_choice"):
+            result = explain(dispatcher, tracker, kind)
+            return [SlotSet(k, v) for k, v in result.items()] + [SlotSet("requested_slot", "resolution_choice")]
+        return await super().run(dispatcher, tracker, domain)
 
     def validate_resolution_choice(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                                    domain: Dict[Text, Any]) -> Dict[Text, Any]:
         if value is None:  # cleared when the form starts; the form asks
             return {}
         if value in (ResolutionKind.REFUND, ResolutionKind.RESHIP):
-            return {"resolution_choice": value}
-        dispatcher.utter_message(response="utter_ask_resolution_choice")
-        return {"resolution_choice": None}
+            return {"resolution_choice": value, "failed_answers": 0}
+        return missed(dispatcher, tracker, "resolution_choice", "utter_invalid_resolution_choice")
+
+
+class ActionAskResolutionChoice(AskQuestion):
+    slot = "resolution_choice"
 
 
 class ActionSubmitClaim(Action):

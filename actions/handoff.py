@@ -1,4 +1,4 @@
-"""Handing over to a person, and noticing when the assistant keeps misunderstanding."""
+"""Ways out: handing over to a person, help with a question, and noticing when the assistant keeps misunderstanding."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import polite_failure
+from actions.common import LOOKUP_OFFERS, explain, last_response, latest_intent, polite_failure
 from actions.jobs import hand_off
 from bot.domain.enums import HandoffReason
 
@@ -94,3 +94,25 @@ class ActionAffirm(Action):
             return await ActionHandoff().run(dispatcher, tracker, domain)
         dispatcher.utter_message(response="utter_menu")
         return []
+
+
+class ActionExplainQuestion(Action):
+    """Help with the question a form is asking ("help", "what?"), or a way on without its answer ("I don't know").
+
+    The rules run it when the form reads no answer from the message, then
+    return to the form, which does not ask the same question straight after.
+    A "no" to the offer of finding the order by email and postcode leaves the
+    shopper to send the number when they find it.
+    """
+
+    def name(self) -> Text:
+        return "action_explain_question"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: Dict[Text, Any]) -> List[EventType]:
+        intent = latest_intent(tracker)
+        if intent == "deny" and last_response(tracker) in LOOKUP_OFFERS:
+            dispatcher.utter_message(response="utter_no_lookup")
+            return []
+        result = explain(dispatcher, tracker, "ask_help" if intent == "ask_help" else "dont_know")
+        return [SlotSet(name, value) for name, value in result.items()]

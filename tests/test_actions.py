@@ -685,3 +685,324 @@ async def test_an_order_number_typed_while_the_proof_is_asked_is_not_a_wrong_pos
     with db.session_factory(shop["engine"])() as session:
         assert session.scalar(select(func.count()).select_from(VerificationAttempt)
                               .where(VerificationAttempt.conversation_id == sender)) == 0
+
+
+# --- a way out of every question -----------------------------------------------------------
+
+
+def rejected(events) -> bool:
+    """Whether the form reads nothing from the message (Rasa then rejects the form and the rules decide)."""
+    return set(slots_set(events)) <= {"requested_slot"}
+
+
+def said(messages) -> List[Optional[str]]:
+    return [m.get("response") for m in messages]
+
+
+@pytest.mark.parametrize("text, intent", [
+    ("talk to a human", "human_handoff"),   # a person: the hand-off rule
+    ("stop", "stop"),                       # leave the check
+    ("cancel", "stop"),
+    ("help", "ask_help"),                   # help with the question
+    ("I don't know", "dont_know"),          # the other ways to find the order
+    ("I don't have it", "dont_know"),
+    ("no", "deny"),
+    ("you are a useless stupid bot", "insult"),  # a calm answer and a person
+    ("are you a bot?", "bot_challenge"),
+])
+async def test_a_way_out_is_never_read_as_a_wrong_order_number(shop, text, intent):
+    """The order-number question leaves every way out to the rules, and says nothing itself."""
+    track = tracker(text, intent, requested_slot="order_number", active_loop="verify_form")
+    events, messages = await run(ValidateVerifyForm(), track)
+    assert rejected(events) and messages == []
+
+
+@pytest.mark.parametrize("text, intent", [
+    ("talk to a person", "human_handoff"), ("stop", "stop"), ("help", "ask_help"), ("I don't know", "dont_know")])
+async def test_a_way_out_is_never_read_as_a_wrong_proof(shop, text, intent):
+    """The proof question too: no "that doesn't look like an email address", no failed check."""
+    order = shop["orders"]["in_transit_on_time"]
+    track = tracker(text, intent, slots={"order_number": order["order_number"]}, requested_slot="identity_proof",
+                    active_loop="verify_form")
+    events, messages = await run(ValidateVerifyForm(), track)
+    assert rejected(events) and messages == []
+    with db.session_factory(shop["engine"])() as session:
+        assert session.scalar(select(func.count()).select_from(VerificationAttempt)
+                              .where(VerificationAttempt.conversation_id == track.sender_id)) == 0
+
+
+async def test_i_dont_know_in_other_words_gets_help_not_a_complaint(shop):
+    """'idk' that the model took for an answer: the ways to find the order, and the question is not repeated."""
+    track = tracker("idk", "inform", requested_slot="order_number", active_loop="verify_form")
+    events, messages = await run(ValidateVerifyForm(), track)
+    assert said(messages) == ["utter_no_order_number"]
+    assert "email address and delivery postcode" in texts(messages)
+    assert slots_set(events)["failed_answers"] == 1 and slots_set(events)["requested_slot"] == "order_number"
+
+
+async def test_the_second_failed_answer_offers_the_lookup_and_a_person(shop):
+    """First miss: say so and ask again; second miss in a row: another way, with buttons."""
+    first = tracker("blah", "inform", requested_slot="order_number", active_loop="verify_form")
+    events, messages = await run(ValidateVerifyForm(), first)
+    assert said(messages) == ["utter_invalid_order_number"] and slots_set(events)["failed_answers"] == 1
+    second = tracker("blah blah", "inform", requested_slot="order_number", active_loop="verify_form",
+                     slots={"failed_answers": 1})
+    events, messages = await run(ValidateVerifyForm(), second)
+    assert said(messages) == ["utter_invalid_order_number", "utter_offer_lookup"]
+    payloads = [b["payload"] for b in DOMAIN["responses"]["utter_offer_lookup"][0]["buttons"]]
+    assert payloads == ["/lookup_order", "/human_handoff"]
+
+
+@pytest.mark.parametrize("slot, intent, response", [
+    ("order_number", "ask_help", "utter_help_order_number"),
+    ("order_number", "dont_know", "utter_no_order_number"),
+    ("identity_proof", "dont_know", "utter_no_identity_proof"),  # offers a person
+    ("lookup_email", "ask_help", "utter_help_lookup_email"),
+    ("new_street", "ask_help", "utter_help_new_street"),
+    ("new_city", "ask_help", "utter_help_new_city"),
+    ("new_postcode", "dont_know", "utter_new_address_unknown"),
+    ("resolution_choice", "ask_help", "utter_help_resolution_choice"),
+])
+async def test_help_and_i_dont_know_get_an_answer_for_that_question(shop, slot, intent, response):
+    """Each question has its own help, which ends with what to do next; the question is then not asked again."""
+    from actions.common import ANSWERED_FOR_THE_QUESTION
+    from actions.handoff import ActionExplainQuestion
+
+    events, messages = await run(ActionExplainQuestion(), tracker("?", intent, requested_slot=slot))
+    assert said(messages) == [response] and slots_set(events)["failed_answers"] == 1
+    assert response in ANSWERED_FOR_THE_QUESTION
+
+
+async def test_after_help_the_form_does_not_ask_the_same_question_again(shop):
+    """The ask action stays quiet when this turn already explained; otherwise it asks."""
+    from actions.verification import ActionAskOrderNumber
+
+    help_given = {"event": "bot", "text": "...", "metadata": {"utter_action": "utter_help_order_number"}}
+    _, messages = await run(ActionAskOrderNumber(), tracker("help", "ask_help", after=[help_given]))
+    assert messages == []
+    _, messages = await run(ActionAskOrderNumber(), tracker("where is my order", "order_status"))
+    assert said(messages) == ["utter_ask_order_number"]
+
+
+async def test_no_to_the_lookup_offer_leaves_the_shopper_to_send_the_number(shop):
+    """'No' after the offer: no repeat of the offer, just when to come back."""
+    from actions.handoff import ActionExplainQuestion
+
+    offer = {"event": "bot", "text": "...", "metadata": {"utter_action": "utter_offer_lookup"}}
+    _, messages = await run(ActionExplainQuestion(), tracker("no", "deny", requested_slot="order_number",
+                                                               history=[offer]))
+    assert said(messages) == ["utter_no_lookup"]
+
+
+# --- finding the order without its number ---------------------------------------------------
+
+
+async def lookup(shop, email: str, postcode: str, sender: Optional[str] = None):
+    track = tracker(f"{email} {postcode}", "inform", sender=sender, requested_slot="lookup_email",
+                    active_loop="verify_form", slots={"order_lookup": True})
+    return await run(ValidateVerifyForm(), track)
+
+
+async def test_yes_to_the_offer_starts_the_lookup_with_what_the_shopper_gave(shop):
+    """A 'yes' to the offer asks for the email, or straight for the postcode when the email came earlier."""
+    offer = {"event": "bot", "text": "...", "metadata": {"utter_action": "utter_offer_lookup"}}
+    track = tracker("yes", "affirm", requested_slot="order_number", active_loop="verify_form", history=[offer])
+    events, _ = await run(ValidateVerifyForm(), track)
+    assert slots_set(events)["order_lookup"] is True and slots_set(events)["requested_slot"] == "lookup_email"
+    track = tracker("/lookup_order", "lookup_order", requested_slot="order_number", active_loop="verify_form",
+                    slots={"identity_proof": "someone@example.com"})
+    events, _ = await run(ValidateVerifyForm(), track)
+    assert slots_set(events)["lookup_email"] == "someone@example.com"
+    assert slots_set(events)["requested_slot"] == "lookup_postcode"
+
+
+async def test_email_and_postcode_together_list_the_shoppers_orders_to_choose_from(shop):
+    """Both match: the shopper's orders to that postcode (masked, no address), then the chosen one is checked."""
+    order = shop["orders"]["in_transit_on_time"]
+    neighbour = shop["orders"]["delivered"]  # same postcode, another customer
+    assert neighbour["postcode"] == order["postcode"]
+    sender = conversation()
+    events, messages = await lookup(shop, order["email"], order["postcode"], sender)
+    listed = texts(messages)
+    assert said(messages) == ["utter_lookup_found"]
+    assert order["order_number"] in listed and neighbour["order_number"] not in listed
+    assert "ordered" in listed and order["postcode"] not in listed.split("postcode")[-1]
+    assert [b["payload"] for b in messages[0]["buttons"]] == [order["order_number"]]
+    assert slots_set(events)["identity_proof"] == order["email"] and "verified_order" not in slots_set(events)
+    # choosing it from the list checks it with that email
+    track = tracker(order["order_number"], "inform", sender=sender, requested_slot="order_number",
+                    active_loop="verify_form", slots={"order_lookup": True, "identity_proof": order["email"],
+                                                      "lookup_email": order["email"],
+                                                      "lookup_postcode": order["postcode"]})
+    events, messages = await run(ValidateVerifyForm(), track)
+    assert slots_set(events)["verified_order"] == order["order_number"] and said(messages) == ["utter_verified"]
+
+
+@pytest.mark.parametrize("which", ["email", "postcode"])
+async def test_one_of_the_two_alone_finds_nothing_and_says_nothing(shop, which):
+    """The right email with another postcode, or the right postcode with another email: the same neutral miss."""
+    order = shop["orders"]["failed_attempt"]
+    email = order["email"] if which == "email" else "someone.else@example.net"
+    postcode = order["postcode"] if which == "postcode" else "9999 ZZ"
+    events, messages = await lookup(shop, email, postcode)
+    assert said(messages) == ["utter_lookup_mismatch"]
+    assert order["order_number"] not in texts(messages)
+    assert slots_set(events)["lookup_email"] is None and slots_set(events)["lookup_postcode"] is None
+
+
+async def test_failed_lookups_count_towards_the_conversations_lock_out(shop):
+    """A lookup is a proof attempt: the third miss locks the conversation, even for the right details."""
+    order, sender = shop["orders"]["available_for_pickup"], conversation()
+    for _ in range(2):
+        _, messages = await lookup(shop, order["email"], "9999 ZZ", sender)
+        assert said(messages) == ["utter_lookup_mismatch"]
+    events, messages = await lookup(shop, order["email"], "9999 ZZ", sender)
+    assert said(messages) == ["utter_locked_out"] and slots_set(events)["locked_out"] is True
+    _, messages = await lookup(shop, order["email"], order["postcode"], sender)
+    assert said(messages) == ["utter_locked_out"]
+
+
+# --- greetings with details, and where it is going --------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    "hi, where is my order WS-1003, postcode 3012 BP",
+    "good morning, order 1003",
+    "hi there, julia.bakker@example.com",
+])
+async def test_a_greeting_that_names_an_order_goes_straight_into_the_check(shop, text):
+    """The details in a greeting are kept, and the verify form starts instead of the menu."""
+    from actions.verification import ActionGreet
+
+    events, messages = await run(ActionGreet(), tracker(text, "greet"))
+    assert slots_set(events)["next_form"] == "verify_form" and messages == []
+    assert slots_set(events)["pending_job"] == "status"
+    assert "WS-1003" in (slots_set(events)["order_number"] or "") or slots_set(events)["identity_proof"]
+    events, messages = await run(ActionGreet(), tracker("hi there", "greet"))
+    assert slots_set(events)["next_form"] == "none" and said(messages) == ["utter_greet"]
+
+
+async def test_what_address_is_it_going_to_shows_it_masked_and_starts_no_change(shop):
+    """Asked as a change by the model or not, the question gets the masked address, not the address form."""
+    from actions.address import ActionShowAddress
+
+    order = shop["orders"]["not_shipped"]
+    for intent in ("ask_delivery_address", "change_address"):
+        events, _ = await run(ActionRouteJob(), tracker("what address is it going to?", intent))
+        assert slots_set(events)["after_check"] == "show_address"
+    track = tracker("what address is it going to?", "ask_delivery_address",
+                    slots={"verified_order": order["order_number"]})
+    events, messages = await run(ActionShowAddress(), track)
+    said_text = texts(messages)
+    assert said(messages) == ["utter_delivery_address", "utter_offer_address_change"]
+    assert "**" in said_text and order["order_number"] in said_text
+    assert not any(e.get("name") == "next_form" for e in events)
+
+
+@pytest.mark.parametrize("intent", ["change_address", "inform"])  # whichever the model picks
+async def test_an_address_change_request_with_the_new_address_keeps_it_and_its_postcode_is_no_proof(shop, intent):
+    """'Change it to Kastanienallee 12, 10435 Berlin' with the order number: the address waits, no failed check."""
+    events, _ = await run(ActionRouteJob(), tracker(
+        "please change the address of WS-1001 to Kastanienallee 12, 10435 Berlin, Germany", intent))
+    slots = slots_set(events)
+    assert slots["pending_job"] == "address"
+    assert slots["address_in_request"] == "Kastanienallee 12, 10435 Berlin, Germany"
+    assert slots["order_number"] == "WS-1001" and slots["identity_proof"] is None
+    # the address form starts with it, checked like an answer
+    order = shop["orders"]["not_shipped"]
+    given = {"verified_order": order["order_number"], "address_in_request": slots["address_in_request"]}
+    started = tracker("1000", "inform", active_loop="address_form", slots=given,
+                      after=[{"event": "action", "name": "action_continue_job"}])
+    events, messages = await run(ValidateAddressForm(), started)
+    filled = slots_set(events)
+    assert (filled["new_street"], filled["new_postcode"], filled["new_city"], filled["new_country"]) == (
+        "Kastanienallee 12", "10435", "Berlin", "Germany")
+    assert filled["address_in_request"] is None and messages == []
+
+
+async def test_while_verified_a_postcode_inside_an_address_is_no_proof(shop):
+    """A verified shopper's message with an address and another order number starts no check with that postcode."""
+    order = shop["orders"]["not_shipped"]
+    track = tracker("and WS-1005 should go to Kastanienallee 12, 10435 Berlin", "order_status",
+                    slots={"verified_order": order["order_number"]})
+    events, _ = await run(ActionRouteJob(), track)
+    assert slots_set(events)["order_number"] == "WS-1005" and slots_set(events)["identity_proof"] is None
+
+
+# --- the address form: answers that are no address ----------------------------------------------
+
+
+async def address_turn(shop, text: str, intent: str = "inform", asked: str = "new_street", **slots: Any):
+    order = shop["orders"]["not_shipped"]
+    track = tracker(text, intent, requested_slot=asked, active_loop="address_form",
+                    slots={"verified_order": order["order_number"], **slots})
+    return await run(ValidateAddressForm(), track)
+
+
+async def test_a_whole_address_in_one_line_fills_every_part(shop):
+    """'Kastanienallee 12, 10435 Berlin, Germany' at the street question: street, postcode, town and country."""
+    events, messages = await address_turn(shop, "Kastanienallee 12, 10435 Berlin, Germany")
+    slots = slots_set(events)
+    assert (slots["new_street"], slots["new_postcode"], slots["new_city"], slots["new_country"]) == (
+        "Kastanienallee 12", "10435", "Berlin", "Germany")
+    assert messages == []  # the form goes on to the confirmation
+
+
+@pytest.mark.parametrize("text, intent", [
+    ("no I don't want to change it, I'm just asking", "inform"),
+    ("no I don't want to change it, I'm just asking", "change_address"),
+    ("I'm just asking", "inform"),
+    ("keep the old address", "inform"),
+])
+async def test_a_refusal_leaves_the_address_form_with_nothing_stored(shop, text, intent):
+    """Never saved as the street: the form ends, the address stays, and the shopper is told."""
+    events, messages = await address_turn(shop, text, intent)
+    assert said(messages) == ["utter_address_kept"] and "Nothing was changed" in texts(messages)
+    assert slots_set(events)["requested_slot"] is None
+    assert all(slots_set(events)[slot] is None for slot in ("new_street", "new_city"))
+
+
+@pytest.mark.parametrize("text, asked", [("what?", "new_city"), ("why do you need that", "new_postcode")])
+async def test_a_question_is_not_stored_as_a_part_of_the_address(shop, text, asked):
+    """'what?' asked for the city is answered with what is needed, and the form goes on."""
+    events, messages = await address_turn(shop, text, asked=asked, new_street="Kastanienallee 12")
+    assert slots_set(events).get(asked) is None and slots_set(events)["requested_slot"] == asked
+    assert said(messages) == [f"utter_help_{asked}"]
+
+
+async def test_what_address_is_it_going_to_in_the_form_shows_it_and_goes_on(shop):
+    """Asked in the middle of the form, the masked address is shown and nothing is stored."""
+    events, messages = await address_turn(shop, "what address is it going to?", "change_address")
+    assert said(messages) == ["utter_current_address"] and "**" in texts(messages)
+    assert slots_set(events).get("new_street") is None and slots_set(events)["requested_slot"] == "new_street"
+
+
+@pytest.mark.parametrize("text, intent", [("stop", "stop"), ("talk to a person", "human_handoff"),
+                                          ("no", "deny"), ("help", "ask_help"), ("I don't know", "dont_know")])
+async def test_the_address_form_leaves_ways_out_to_the_rules(shop, text, intent):
+    """Recognised ways out are not stored as a street."""
+    events, messages = await address_turn(shop, text, intent)
+    assert rejected(events) and messages == []
+
+
+@pytest.mark.parametrize("text, asked, expected", [
+    ("Kastanienallee 12, 10435 Berlin, Germany", "street", ("Kastanienallee 12", "Berlin", "10435", "Germany")),
+    ("Kastanienallee 12 10435 Berlin", "street", ("Kastanienallee 12", "Berlin", "10435", "")),
+    ("change it to Prinsengracht 263, 1016 GV Amsterdam", "street", ("Prinsengracht 263", "Amsterdam", "1016 GV", "")),
+    ("10 Downing Street, London SW1A 2AA, United Kingdom", "street",
+     ("10 Downing Street", "London", "SW1A 2AA", "United Kingdom")),
+    ("12 rue Oberkampf, 75011 Paris, France", "street", ("12 rue Oberkampf", "Paris", "75011", "France")),
+    ("Torstraße 1", "street", ("Torstraße 1", "", "", "")),
+    ("10435 Berlin", "city", ("", "Berlin", "10435", "")),  # the postcode with the town
+    ("1015 CW", "postcode", ("", "", "1015 CW", "")),
+    ("Germany", "country", ("", "", "", "Germany")),
+    ("what?", "city", ("", "", "", "")),
+    ("I'm just asking", "street", ("", "", "", "")),
+    ("what address is it going to?", "street", ("", "", "", "")),
+])
+def test_reading_an_address_from_one_message(text, asked, expected):
+    """Every part a message names, and nothing from a question or a refusal."""
+    from bot.services.address import parse_address
+
+    parts = parse_address(text, asked=asked)
+    assert (parts.street, parts.city, parts.postcode, parts.country) == expected

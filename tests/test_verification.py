@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.domain.enums import VerifyResult
-from bot.services.verification import email_key, forget, is_verified, verify
+from bot.services.verification import email_key, forget, is_verified, look_up, verify
 from bot.store.demo import showcase
 from bot.store.models import Verification, VerificationAttempt
 
@@ -143,3 +143,65 @@ def test_a_postcode_spray_shop_wide_pauses_every_postcode(demo_session, settings
     assert paused.result == VerifyResult.POSTCODE_PAUSED
     assert verify(session=demo_session, conversation_id="rest:w-owner", order_number=target["order_number"],
                   email=target["email"], policy=policy, now=NOW).verified
+
+
+# --- finding the order by email and postcode, without its number -------------------------------
+
+
+def find(session, settings, conversation, *, email, postcode, now=NOW, policy=None):
+    return look_up(session=session, conversation_id=conversation, email=email, postcode=postcode,
+                   policy=policy or settings.policy, now=now)
+
+
+def test_a_lookup_needs_the_email_and_the_postcode_of_the_same_order(demo_session, settings, orders):
+    """Both together list the shopper's orders; either one alone, or one of each from two shoppers, finds nothing."""
+    julia, mila = orders["in_transit_on_time"], orders["delivered"]  # two customers, one postcode
+    assert julia["postcode"] == mila["postcode"]
+    found = find(demo_session, settings, "rest:l1", email=julia["email"].upper(), postcode=julia["postcode"].lower())
+    assert found.result == VerifyResult.VERIFIED
+    assert [c.number for c in found.orders] == [julia["order_number"]]
+    assert found.orders[0].items and "@" not in found.orders[0].items
+    for email, postcode in ((julia["email"], "9999 ZZ"), ("nobody@example.net", julia["postcode"]),
+                            (julia["email"], orders["not_shipped"]["postcode"])):
+        missed = find(demo_session, settings, f"rest:l-{postcode}", email=email, postcode=postcode)
+        assert (missed.result, missed.orders) == (VerifyResult.MISMATCH, ())
+    # a lookup proves no order by itself: the order chosen from the list is checked as usual
+    assert demo_session.scalars(select(Verification).where(Verification.conversation_id == "rest:l1")).first() is None
+
+
+def test_a_lookup_is_a_proof_attempt_and_locks_the_conversation_like_one(demo_session, settings, orders):
+    """Lookups and wrong proofs count together: the third failure locks, even for the right details."""
+    order = orders["damaged"]
+    assert find(demo_session, settings, "rest:lk", email=order["email"], postcode="9999 ZZ").result \
+        == VerifyResult.MISMATCH
+    assert check(demo_session, settings, "rest:lk", order, email="x@example.net").result == VerifyResult.MISMATCH
+    assert find(demo_session, settings, "rest:lk", email=order["email"], postcode="9999 ZZ").result \
+        == VerifyResult.LOCKED
+    assert find(demo_session, settings, "rest:lk", email=order["email"], postcode=order["postcode"]).result \
+        == VerifyResult.LOCKED
+    rows = demo_session.scalars(select(VerificationAttempt).where(VerificationAttempt.conversation_id == "rest:lk"))
+    for row in rows:
+        assert "@" not in (row.proof_key or "") and order["postcode"] not in row.order_number
+
+
+def test_failed_lookups_pause_the_email_shop_wide(demo_session, settings, orders):
+    """Trying one email with many postcodes is slowed like trying it against many order numbers."""
+    victim = orders["lost"]
+    for n in range(settings.policy.verify_max_failures_per_email_hour):
+        find(demo_session, settings, f"rest:le-{n}", email=victim["email"], postcode=f"{2000 + n} AA")
+    assert find(demo_session, settings, "rest:le-own", email=victim["email"], postcode=victim["postcode"]).result \
+        == VerifyResult.EMAIL_PAUSED
+    assert check(demo_session, settings, "rest:le-check", victim, email=victim["email"]).result \
+        == VerifyResult.EMAIL_PAUSED
+
+
+def test_failed_lookups_pause_the_postcode_and_a_paused_postcode_finds_nothing(demo_session, settings, orders):
+    """Trying one postcode with many emails pauses it for lookups and as a proof; the order's email still proves it."""
+    target = orders["exception"]
+    for n in range(settings.policy.verify_max_failures_per_postcode_hour):
+        find(demo_session, settings, f"rest:lp-{n}", email=f"guess{n}@example.net", postcode=target["postcode"])
+    assert find(demo_session, settings, "rest:lp-own", email=target["email"], postcode=target["postcode"]).result \
+        == VerifyResult.POSTCODE_PAUSED
+    assert check(demo_session, settings, "rest:lp-proof", target, postcode=target["postcode"]).result \
+        == VerifyResult.POSTCODE_PAUSED
+    assert check(demo_session, settings, "rest:lp-owner", target, email=target["email"]).verified

@@ -14,6 +14,12 @@ locking the real shopper out:
   address, shop-wide, that address proves nothing for the hour (one known
   address cannot be tried against every order number).
 
+A shopper without the order number can find their orders with the email address
+AND the delivery postcode together (:func:`look_up`): only orders that match
+both are listed, and each lookup is a proof attempt under every limit above
+(the conversation's, the email's and the postcode's).  Choosing an order from
+the list is then checked like any other proof, with that email.
+
 A success is recorded as a :class:`~bot.store.models.Verification` row: the
 only proof the actions accept.  It lapses after VERIFICATION_TTL_MINUTES
 without use and is revoked when the conversation starts a new session.
@@ -22,18 +28,20 @@ without use and is revoked when the conversation starts a new session.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from bot.domain.enums import VerifyResult
 from bot.domain.parsing import compact_postcode
 from bot.domain.policy import Policy
-from bot.store.models import Order, Verification, VerificationAttempt
+from bot.services.answers import day
+from bot.store.models import Customer, Order, Verification, VerificationAttempt
 from bot.store.queries import get_order, get_order_by_tracking_number
 
 logger = logging.getLogger(__name__)
@@ -104,12 +112,27 @@ def postcode_paused(*, session: Session, order_number: str, postcode: str, polic
                          VerificationAttempt.created_at > since)
     if on_order >= policy.verify_max_failures_per_order_hour:
         return True
-    with_postcode = _failures(session, VerificationAttempt.proof_key == postcode_key(postcode),
-                              VerificationAttempt.created_at > since)
+    with_postcode = _failures(session, _with_postcode(postcode), VerificationAttempt.created_at > since)
     if with_postcode >= policy.verify_max_failures_per_postcode_hour:
         return True
-    shop_wide = _failures(session, VerificationAttempt.proof_kind == "postcode", VerificationAttempt.created_at > since)
+    shop_wide = _failures(session, VerificationAttempt.proof_kind.in_(POSTCODE_KINDS),
+                          VerificationAttempt.created_at > since)
     return shop_wide >= policy.verify_max_postcode_failures_shop_hour
+
+
+#: The attempts that tried a postcode: as the proof of an order, or in a lookup with an email address.
+POSTCODE_KINDS = ("postcode", "lookup")
+
+
+def lookup_key(postcode: str) -> str:
+    """What a lookup's attempt row keeps in place of an order number: one key per postcode tried, never the postcode."""
+    return f"lookup:{postcode_key(postcode)[:32]}"
+
+
+def _with_postcode(postcode: str) -> object:
+    """Attempts that tried this postcode: as a proof (its key), or in a lookup (its lookup key)."""
+    return or_(VerificationAttempt.proof_key == postcode_key(postcode),
+               VerificationAttempt.order_number == lookup_key(postcode))
 
 
 def verify(*, session: Session, conversation_id: str, order_number: Optional[str] = None,
@@ -153,10 +176,10 @@ def verify(*, session: Session, conversation_id: str, order_number: Optional[str
 
 
 def _record(session: Session, conversation_id: str, key: str, ok: bool, now: dt.datetime, *,
-            email: Optional[str], policy: Policy, postcode: Optional[str] = None) -> None:
+            email: Optional[str], policy: Policy, postcode: Optional[str] = None, kind: Optional[str] = None) -> None:
     proof = email_key(email) if email else postcode_key(postcode) if postcode else None
     session.add(VerificationAttempt(conversation_id=conversation_id, order_number=key, succeeded=ok, created_at=now,
-                                    proof_kind="email" if email else "postcode", proof_key=proof))
+                                    proof_kind=kind or ("email" if email else "postcode"), proof_key=proof))
     session.flush()
     if ok:
         return
@@ -164,17 +187,20 @@ def _record(session: Session, conversation_id: str, key: str, ok: bool, now: dt.
     since = now - HOUR
     on_order = _failures(session, VerificationAttempt.order_number == key, VerificationAttempt.created_at > since)
     if on_order == policy.verify_max_failures_per_order_hour:
-        logger.warning("verification: %d failed checks on order %s within an hour; its postcode no longer counts",
-                       on_order, key)
+        if kind == "lookup":
+            logger.warning("verification: %d failed lookups with one postcode (key %s) within an hour; lookups with "
+                           "it stop for the hour", on_order, key)
+        else:
+            logger.warning("verification: %d failed checks on order %s within an hour; its postcode no longer counts",
+                           on_order, key)
     if email:
         on_email = _failures(session, VerificationAttempt.proof_key == email_key(email),
                              VerificationAttempt.created_at > since)
         if on_email == policy.verify_max_failures_per_email_hour:
             logger.warning("verification: %d failed checks with one email address (key %s…) within an hour; "
                            "it no longer proves anything for the hour", on_email, email_key(email)[:12])
-    if postcode and not email:
-        with_postcode = _failures(session, VerificationAttempt.proof_key == postcode_key(postcode),
-                                  VerificationAttempt.created_at > since)
+    if postcode and (not email or kind == "lookup"):
+        with_postcode = _failures(session, _with_postcode(postcode), VerificationAttempt.created_at > since)
         if with_postcode == policy.verify_max_failures_per_postcode_hour:
             logger.warning("verification: %d failed checks with one postcode within an hour (tried against several "
                            "orders?); it no longer counts as proof for the hour", with_postcode)
@@ -186,6 +212,73 @@ def _record(session: Session, conversation_id: str, key: str, ok: bool, now: dt.
 
 #: Failed checks shop-wide in ten minutes at which (and at each multiple of which) a warning is logged.
 SPIKE_SHOP_WIDE_PER_10_MIN = 50
+
+#: How many of a shopper's orders a lookup lists, newest first.
+LOOKUP_LIMIT = 5
+
+
+@dataclass(frozen=True)
+class OrderChoice:
+    """One order a lookup found, as the shopper sees it: its number, when it was placed, what was in it."""
+
+    number: str
+    placed_at: dt.datetime
+    items: str
+
+
+@dataclass(frozen=True)
+class Lookup:
+    result: VerifyResult
+    orders: Tuple[OrderChoice, ...] = ()
+
+
+def look_up(*, session: Session, conversation_id: str, email: str, postcode: str, policy: Policy,
+            now: dt.datetime) -> Lookup:
+    """The orders of the customer with this email that go to this postcode, for a shopper without the order number.
+
+    Both must match one customer's order: an email or a postcode alone finds
+    nothing, and a miss gets the same MISMATCH whichever of the two was wrong.
+    The lookup is a proof attempt: it counts towards the conversation's
+    lock-out, the email's pause and the postcode's pause, and is refused while
+    any of them holds (LOCKED, EMAIL_PAUSED, POSTCODE_PAUSED).  It records no
+    verification: the shopper then chooses an order, which :func:`verify` checks
+    with this email like any other proof.
+    """
+    key = lookup_key(postcode)
+    if is_locked(session=session, conversation_id=conversation_id, policy=policy, now=now):
+        return Lookup(VerifyResult.LOCKED)
+    record = functools.partial(_record, session, conversation_id, key, now=now, email=email, postcode=postcode,
+                               policy=policy, kind="lookup")
+    if email_paused(session=session, email=email, policy=policy, now=now):
+        record(False)
+        return Lookup(VerifyResult.EMAIL_PAUSED)
+    if postcode_paused(session=session, order_number=key, postcode=postcode, policy=policy, now=now):
+        record(False)
+        return Lookup(VerifyResult.POSTCODE_PAUSED)
+    customer = session.scalars(select(Customer).where(Customer.email == email.strip().lower())).first()
+    wanted = compact_postcode(postcode)
+    orders = sorted((o for o in (customer.orders if customer else []) if compact_postcode(o.ship_postcode) == wanted),
+                    key=lambda o: o.placed_at, reverse=True)[:LOOKUP_LIMIT]
+    record(bool(orders))
+    if orders:
+        return Lookup(VerifyResult.VERIFIED, tuple(OrderChoice(o.number, o.placed_at, item_hint(o)) for o in orders))
+    if is_locked(session=session, conversation_id=conversation_id, policy=policy, now=now):
+        return Lookup(VerifyResult.LOCKED)
+    return Lookup(VerifyResult.MISMATCH)
+
+
+def choice_line(choice: OrderChoice, *, tz: dt.tzinfo, today: dt.date) -> str:
+    """One line of the list a lookup shows: "WS-1043, ordered Thu 26 Nov: Oak table lamp and 1 more"."""
+    return f"{choice.number}, ordered {day(choice.placed_at.astimezone(tz).date(), today)}: {choice.items}"
+
+
+def item_hint(order: Order, width: int = 28) -> str:
+    """What was in an order, in a few words: "Oak table lamp and 2 more"."""
+    names = [item.name for item in order.items]
+    if not names:
+        return "no items listed"
+    first = names[0] if len(names[0]) <= width else names[0][:width].rsplit(" ", 1)[0].rstrip(",") + "…"
+    return first + (f" and {len(names) - 1} more" if len(names) > 1 else "")
 
 
 def remember(*, session: Session, conversation_id: str, order_number: str, now: dt.datetime) -> None:
