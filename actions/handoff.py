@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any, Dict, List, Text
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.events import ActionExecuted, EventType, SlotSet, UserUtteranceReverted, UserUttered
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import LOOKUP_OFFERS, explain, last_response, latest_intent, polite_failure
+from actions.context import context
 from actions.jobs import hand_off
 from bot.domain.enums import HandoffReason
+from bot.domain.parsing import find_order_reference
 
 
 def consecutive_fallbacks(tracker: Tracker) -> int:
@@ -55,14 +57,35 @@ def _offer_text(domain: Dict[Text, Any]) -> str:
     return domain.get("responses", {}).get("utter_offer_human", [{}])[0].get("text", "")
 
 
+def as_order_reference(tracker: Tracker) -> List[EventType]:
+    """A message the model could not place, but which names an order, read again as the shopper giving it.
+
+    "got charged twice for ws 1186, where is it" is an order question whatever
+    the intent classifier made of it: the message is put back as `inform`
+    (the way Rasa's own fallback re-reads a message), so the rules take it into
+    the order flow with the number in it.  Nothing when it names no order.
+    """
+    text = (tracker.latest_message or {}).get("text") or ""
+    if text.startswith("/") or not find_order_reference(text, context().settings.order_number_prefix):
+        return []
+    parse = {**(tracker.latest_message or {}), "intent": {"name": "inform", "confidence": 1.0}}
+    return [UserUtteranceReverted(), ActionExecuted("action_listen"),
+            UserUttered(text, parse_data=parse, input_channel=tracker.get_latest_input_channel())]
+
+
 class ActionFallback(Action):
-    """Asks to rephrase once; the second miss in a row offers a person."""
+    """Reads a message that names an order as that order's question; otherwise asks to rephrase once,
+    and the second miss in a row offers a person.
+    """
 
     def name(self) -> Text:
         return "action_fallback"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
+        reread = as_order_reference(tracker)
+        if reread:
+            return reread
         if consecutive_fallbacks(tracker) >= 2:
             dispatcher.utter_message(response="utter_still_not_understood")
             dispatcher.utter_message(response="utter_offer_human")

@@ -536,6 +536,25 @@ async def test_two_misunderstandings_in_a_row_offer_a_person(shop):
     assert second[-1]["response"] == "utter_offer_human"
 
 
+@pytest.mark.parametrize("text", ["got charged 2x 49,95 for ws 1186, where is it", "Bestellung WS-1003 wo ist sie",
+                                  "1Z999AA10123456784"])
+async def test_a_message_naming_an_order_is_read_again_as_that_order(shop, text):
+    """Whatever the model made of it, a message with an order or tracking number goes into the order flow."""
+    track = tracker(text, "nlu_fallback")
+    events, messages = await run(ActionFallback(), track)
+    assert messages == []
+    assert [e["event"] for e in events] == ["rewind", "action", "user"]
+    assert events[1]["name"] == "action_listen"
+    assert events[2]["text"] == text and events[2]["parse_data"]["intent"]["name"] == "inform"
+
+
+@pytest.mark.parametrize("text", ["what is 15 times 230", "call me on 0612345678", "/human_handoff"])
+async def test_a_message_without_an_order_is_not_read_again(shop, text):
+    events, messages = await run(ActionFallback(), tracker(text, "nlu_fallback"))
+    assert not any(e["event"] == "rewind" for e in events)
+    assert messages[0]["response"] == "utter_default"
+
+
 async def test_asking_for_a_person_records_one_handoff(shop):
     """The handoff holds the channel, reason, verified order and transcript, once per conversation."""
     order = shop["orders"]["stalled"]
