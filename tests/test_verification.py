@@ -184,24 +184,54 @@ def test_a_lookup_is_a_proof_attempt_and_locks_the_conversation_like_one(demo_se
         assert "@" not in (row.proof_key or "") and order["postcode"] not in row.order_number
 
 
-def test_failed_lookups_pause_the_email_shop_wide(demo_session, settings, orders):
-    """Trying one email with many postcodes is slowed like trying it against many order numbers."""
+def test_failed_lookups_pause_lookups_with_the_email_never_its_proofs(demo_session, settings, orders):
+    """Trying one email with many postcodes pauses lookups with it; whoever knows only the email cannot lock the
+    owner out: the order number with that email still proves the order."""
     victim = orders["lost"]
     for n in range(settings.policy.verify_max_failures_per_email_hour):
         find(demo_session, settings, f"rest:le-{n}", email=victim["email"], postcode=f"{2000 + n} AA")
     assert find(demo_session, settings, "rest:le-own", email=victim["email"], postcode=victim["postcode"]).result \
         == VerifyResult.EMAIL_PAUSED
-    assert check(demo_session, settings, "rest:le-check", victim, email=victim["email"]).result \
-        == VerifyResult.EMAIL_PAUSED
+    assert check(demo_session, settings, "rest:le-check", victim, email=victim["email"]).verified
 
 
-def test_failed_lookups_pause_the_postcode_and_a_paused_postcode_finds_nothing(demo_session, settings, orders):
-    """Trying one postcode with many emails pauses it for lookups and as a proof; the order's email still proves it."""
+def test_failed_lookups_pause_lookups_with_the_postcode_never_its_proofs(demo_session, settings, orders):
+    """Trying one shared postcode with many emails pauses lookups with it; the postcode still proves an order."""
     target = orders["exception"]
     for n in range(settings.policy.verify_max_failures_per_postcode_hour):
         find(demo_session, settings, f"rest:lp-{n}", email=f"guess{n}@example.net", postcode=target["postcode"])
     assert find(demo_session, settings, "rest:lp-own", email=target["email"], postcode=target["postcode"]).result \
         == VerifyResult.POSTCODE_PAUSED
-    assert check(demo_session, settings, "rest:lp-proof", target, postcode=target["postcode"]).result \
-        == VerifyResult.POSTCODE_PAUSED
+    assert check(demo_session, settings, "rest:lp-proof", target, postcode=target["postcode"]).verified
     assert check(demo_session, settings, "rest:lp-owner", target, email=target["email"]).verified
+
+
+def test_a_lookup_spray_shop_wide_pauses_lookups_not_postcode_proofs(demo_session, settings, orders):
+    policy = settings.policy.copy(update={"verify_max_postcode_failures_shop_hour": 6})
+    for n in range(6):
+        find(demo_session, settings, f"rest:ls-{n}", email=f"x{n}@example.net", postcode=f"{3000 + n} BB",
+             policy=policy)
+    target = orders["delivered"]
+    assert find(demo_session, settings, "rest:ls-own", email=target["email"], postcode=target["postcode"],
+                policy=policy).result == VerifyResult.POSTCODE_PAUSED
+    proof = verify(session=demo_session, conversation_id="rest:ls-proof", order_number=target["order_number"],
+                   postcode=target["postcode"], policy=policy, now=NOW)
+    assert proof.verified
+
+
+def test_refused_attempts_neither_extend_a_pause_nor_lock_the_owner(demo_session, settings, orders):
+    """While a stranger's failures keep an email paused, the owner's own tries are refused but not counted:
+    their conversation is not locked, and the email works again an hour after the stranger's last failure."""
+    victim, others = orders["in_transit_on_time"], [o for k, o in orders.items() if k != "in_transit_on_time"]
+    for n in range(settings.policy.verify_max_failures_per_email_hour):
+        check(demo_session, settings, f"rest:st-{n}", others[n % len(others)], email=victim["email"])
+    later = NOW + dt.timedelta(minutes=30)
+    for _ in range(settings.policy.verify_max_failures_per_conversation + 2):
+        assert check(demo_session, settings, "rest:owner-tries", victim, email=victim["email"], now=later).result \
+            == VerifyResult.EMAIL_PAUSED
+    after_hour = NOW + dt.timedelta(minutes=61)
+    owner = check(demo_session, settings, "rest:owner-tries", victim, email=victim["email"], now=after_hour)
+    assert owner.verified
+    refused_rows = demo_session.scalars(select(VerificationAttempt).where(
+        VerificationAttempt.conversation_id == "rest:owner-tries", VerificationAttempt.succeeded.is_(False))).all()
+    assert refused_rows == []

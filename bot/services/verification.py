@@ -34,7 +34,7 @@ import logging
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from bot.domain.enums import VerifyResult
@@ -115,13 +115,8 @@ def postcode_paused(*, session: Session, order_number: str, postcode: str, polic
     with_postcode = _failures(session, _with_postcode(postcode), VerificationAttempt.created_at > since)
     if with_postcode >= policy.verify_max_failures_per_postcode_hour:
         return True
-    shop_wide = _failures(session, VerificationAttempt.proof_kind.in_(POSTCODE_KINDS),
-                          VerificationAttempt.created_at > since)
+    shop_wide = _failures(session, VerificationAttempt.proof_kind == "postcode", VerificationAttempt.created_at > since)
     return shop_wide >= policy.verify_max_postcode_failures_shop_hour
-
-
-#: The attempts that tried a postcode: as the proof of an order, or in a lookup with an email address.
-POSTCODE_KINDS = ("postcode", "lookup")
 
 
 def lookup_key(postcode: str) -> str:
@@ -129,10 +124,37 @@ def lookup_key(postcode: str) -> str:
     return f"lookup:{postcode_key(postcode)[:32]}"
 
 
+def lookup_email_key(email: str) -> str:
+    """What a lookup's attempt row keeps of the email tried: a key of its own, so lookups never pause proofs."""
+    return "lookup:" + email_key(email)[:56]
+
+
 def _with_postcode(postcode: str) -> object:
-    """Attempts that tried this postcode: as a proof (its key), or in a lookup (its lookup key)."""
-    return or_(VerificationAttempt.proof_key == postcode_key(postcode),
-               VerificationAttempt.order_number == lookup_key(postcode))
+    """Proof attempts that tried this postcode."""
+    return VerificationAttempt.proof_key == postcode_key(postcode)
+
+
+def lookup_paused(*, session: Session, email: str, postcode: str, policy: Policy,
+                  now: dt.datetime) -> Optional[VerifyResult]:
+    """Whether lookups with this email or this postcode are paused, and which; None when they are not.
+
+    Lookups have counters of their own (the same limits as proofs): someone
+    trying one email with many postcodes, one postcode with many emails, or
+    spraying lookups shop-wide pauses lookups only.  The owner can still prove
+    an order with its number and the email or postcode, so a stranger who
+    knows an email address or shares a postcode cannot lock anyone out.
+    """
+    since = now - HOUR
+    if _failures(session, VerificationAttempt.proof_key == lookup_email_key(email),
+                 VerificationAttempt.created_at > since) >= policy.verify_max_failures_per_email_hour:
+        return VerifyResult.EMAIL_PAUSED
+    if _failures(session, VerificationAttempt.order_number == lookup_key(postcode),
+                 VerificationAttempt.created_at > since) >= policy.verify_max_failures_per_postcode_hour:
+        return VerifyResult.POSTCODE_PAUSED
+    if _failures(session, VerificationAttempt.proof_kind == "lookup",
+                 VerificationAttempt.created_at > since) >= policy.verify_max_postcode_failures_shop_hour:
+        return VerifyResult.POSTCODE_PAUSED
+    return None
 
 
 def verify(*, session: Session, conversation_id: str, order_number: Optional[str] = None,
@@ -150,12 +172,12 @@ def verify(*, session: Session, conversation_id: str, order_number: Optional[str
     key = order_number or (tracking_number or "").upper()
     if is_locked(session=session, conversation_id=conversation_id, policy=policy, now=now):
         return Outcome(VerifyResult.LOCKED)
+    # A refused attempt is not recorded: it tells the sender nothing (right or wrong, the answer is the same),
+    # and counting it would let the owner's own retries, sent while a stranger keeps a key paused, extend it.
     if email and email_paused(session=session, email=email, policy=policy, now=now):
-        _record(session, conversation_id, key, False, now, email=email, policy=policy)
         return Outcome(VerifyResult.EMAIL_PAUSED)
     if not email and postcode_paused(session=session, order_number=key, postcode=postcode or "", policy=policy,
                                      now=now):
-        _record(session, conversation_id, key, False, now, email=None, postcode=postcode, policy=policy)
         return Outcome(VerifyResult.POSTCODE_PAUSED)
     order = None
     if order_number:
@@ -177,7 +199,10 @@ def verify(*, session: Session, conversation_id: str, order_number: Optional[str
 
 def _record(session: Session, conversation_id: str, key: str, ok: bool, now: dt.datetime, *,
             email: Optional[str], policy: Policy, postcode: Optional[str] = None, kind: Optional[str] = None) -> None:
-    proof = email_key(email) if email else postcode_key(postcode) if postcode else None
+    if kind == "lookup":
+        proof: Optional[str] = lookup_email_key(email or "")
+    else:
+        proof = email_key(email) if email else postcode_key(postcode) if postcode else None
     session.add(VerificationAttempt(conversation_id=conversation_id, order_number=key, succeeded=ok, created_at=now,
                                     proof_kind=kind or ("email" if email else "postcode"), proof_key=proof))
     session.flush()
@@ -194,12 +219,11 @@ def _record(session: Session, conversation_id: str, key: str, ok: bool, now: dt.
             logger.warning("verification: %d failed checks on order %s within an hour; its postcode no longer counts",
                            on_order, key)
     if email:
-        on_email = _failures(session, VerificationAttempt.proof_key == email_key(email),
-                             VerificationAttempt.created_at > since)
+        on_email = _failures(session, VerificationAttempt.proof_key == proof, VerificationAttempt.created_at > since)
         if on_email == policy.verify_max_failures_per_email_hour:
             logger.warning("verification: %d failed checks with one email address (key %s…) within an hour; "
                            "it no longer proves anything for the hour", on_email, email_key(email)[:12])
-    if postcode and (not email or kind == "lookup"):
+    if postcode and not email:
         with_postcode = _failures(session, _with_postcode(postcode), VerificationAttempt.created_at > since)
         if with_postcode == policy.verify_max_failures_per_postcode_hour:
             logger.warning("verification: %d failed checks with one postcode within an hour (tried against several "
@@ -239,8 +263,9 @@ def look_up(*, session: Session, conversation_id: str, email: str, postcode: str
     Both must match one customer's order: an email or a postcode alone finds
     nothing, and a miss gets the same MISMATCH whichever of the two was wrong.
     The lookup is a proof attempt: it counts towards the conversation's
-    lock-out, the email's pause and the postcode's pause, and is refused while
-    any of them holds (LOCKED, EMAIL_PAUSED, POSTCODE_PAUSED).  It records no
+    lock-out and towards pauses of lookups with this email or postcode (never
+    of proofs: see :func:`lookup_paused`), and is refused while any of them
+    holds (LOCKED, EMAIL_PAUSED, POSTCODE_PAUSED).  It records no
     verification: the shopper then chooses an order, which :func:`verify` checks
     with this email like any other proof.
     """
@@ -249,12 +274,9 @@ def look_up(*, session: Session, conversation_id: str, email: str, postcode: str
         return Lookup(VerifyResult.LOCKED)
     record = functools.partial(_record, session, conversation_id, key, now=now, email=email, postcode=postcode,
                                policy=policy, kind="lookup")
-    if email_paused(session=session, email=email, policy=policy, now=now):
-        record(False)
-        return Lookup(VerifyResult.EMAIL_PAUSED)
-    if postcode_paused(session=session, order_number=key, postcode=postcode, policy=policy, now=now):
-        record(False)
-        return Lookup(VerifyResult.POSTCODE_PAUSED)
+    paused = lookup_paused(session=session, email=email, postcode=postcode, policy=policy, now=now)
+    if paused is not None:  # refused, and not recorded (see `verify`)
+        return Lookup(paused)
     customer = session.scalars(select(Customer).where(Customer.email == email.strip().lower())).first()
     wanted = compact_postcode(postcode)
     orders = sorted((o for o in (customer.orders if customer else []) if compact_postcode(o.ship_postcode) == wanted),
