@@ -116,7 +116,7 @@ class ActionSubmitClaim(Action):
                 return Reply().say(decision.response, **decision.wording)
             resolution = claims.record_resolution(session=session, order=order, parcel=decision.parcel,
                                                   reason=reason, kind=kind, conversation_id=tracker.sender_id)
-            response, wording = claims.next_steps(resolution)
+            response, wording = claims.next_steps(resolution, order.number)
             return Reply().say(response, **wording).say("utter_anything_else")
 
         reply = await ctx.store(settle)

@@ -496,7 +496,7 @@ async def test_a_repeat_claim_goes_to_a_person(shop):
     first, second = shop["orders"]["damaged"], shop["orders"]["returned_to_sender"]
     slots = {"verified_order": first["order_number"], "claim_reason": "damaged", "resolution_choice": "reship"}
     _, messages = await run(ActionSubmitClaim(), tracker("new one please", "inform", slots=slots))
-    assert "replacement is booked" in texts(messages)
+    assert f"replacement for order {first['order_number']} is booked" in texts(messages)
     with db.session_scope(shop["engine"]) as session:  # the same shopper's other order
         other = get_order(session=session, number=shop["orders"]["delivered_disputed"]["order_number"])
         get_order(session=session, number=first["order_number"]).customer_id = other.customer_id

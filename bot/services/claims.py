@@ -153,8 +153,9 @@ def record_resolution(*, session: Session, order: Order, parcel: Parcel, reason:
     return resolution
 
 
-def next_steps(resolution: Resolution) -> Wording:
-    """What happens now that the refund or replacement is recorded."""
+def next_steps(resolution: Resolution, order_number: str) -> Wording:
+    """What happens now that the refund or replacement is recorded, naming the order it is for."""
     if resolution.kind == ResolutionKind.REFUND:
-        return "utter_refund_done", {"amount": str(resolution.amount), "currency": resolution.currency}
-    return "utter_reship_done", {}
+        return "utter_refund_done", {"amount": str(resolution.amount), "currency": resolution.currency,
+                                     "number": order_number}
+    return "utter_reship_done", {"number": order_number}
