@@ -480,5 +480,3 @@ async def test_an_agents_reply_sent_through_one_replica_reaches_the_widget_conne
     finally:
         await console.aclose()
     assert BACK_WITH_BOT in back["text"]
-    for replica in cluster["servers"][1:]:  # each says where its rooms are shared, at start-up
-        assert f"on channel {cluster['widget_channel']}" in replica.text(), replica.tail()

@@ -146,6 +146,8 @@ def test_a_redis_url_shares_the_rooms_through_redis_on_the_configured_channel(mo
                                                                               environ, url, channel):
     """The socket.io server publishes through Redis on the shop's channel; the log shows no password."""
     caplog.set_level(logging.INFO, logger="connectors.widget")
+    # Rasa's logging set-up, run by earlier tests in this process, disables loggers that existed before it.
+    monkeypatch.setattr(logging.getLogger("connectors.widget"), "disabled", False)
     server = widget_channel(monkeypatch, credentials, **environ).sio
     assert server is not None
     manager = server.manager
