@@ -286,7 +286,7 @@ def test_asking_where_it_is_going_in_the_address_form_shows_it_and_stores_nothin
     """In the middle of the change, the same question shows the current address and the form goes on."""
     chat = _address_form(server)
     reply = chat.say("what address is it going to?")
-    assert "It's going to" in reply and "**" in reply
+    assert f"Order {server['orders']['not_shipped']['order_number']} is going to" in reply and "**" in reply
     assert chat.slot("new_street") is None
 
 
