@@ -142,19 +142,27 @@ def widget_channel(monkeypatch: pytest.MonkeyPatch, credentials: Optional[Dict[s
     # empty keys in the credentials file (an unset ${VAR}) leave the settings in force
     ({"redis_url": "", "redis_channel": None}, {"WIDGET_REDIS_URL": REDIS_AT}, REDIS_AT, "wismo-widget"),
 ])
-def test_a_redis_url_shares_the_rooms_through_redis_on_the_configured_channel(monkeypatch, caplog, credentials,
+def test_a_redis_url_shares_the_rooms_through_redis_on_the_configured_channel(monkeypatch, request, credentials,
                                                                               environ, url, channel):
     """The socket.io server publishes through Redis on the shop's channel; the log shows no password."""
-    caplog.set_level(logging.INFO, logger="connectors.widget")
-    # Rasa's logging set-up, run by earlier tests in this process, disables loggers that existed before it.
-    monkeypatch.setattr(logging.getLogger("connectors.widget"), "disabled", False)
+    # The records are caught at the module's logger itself: Rasa's logging set-up, run by earlier tests in
+    # this process, may have disabled it or cut it off from the root logger pytest listens on.
+    widget_log = logging.getLogger("connectors.widget")
+    records: List[logging.LogRecord] = []
+    catcher = logging.Handler(logging.INFO)
+    catcher.emit = records.append  # type: ignore[method-assign]
+    monkeypatch.setattr(widget_log, "disabled", False)
+    monkeypatch.setattr(widget_log, "level", logging.INFO)
+    widget_log.addHandler(catcher)
+    request.addfinalizer(lambda: widget_log.removeHandler(catcher))
     server = widget_channel(monkeypatch, credentials, **environ).sio
     assert server is not None
     manager = server.manager
     assert isinstance(manager, AsyncRedisManager)
     assert (manager.redis_url, manager.channel) == (url, channel)
     assert manager.redis_options["socket_connect_timeout"] > 0  # an unreachable Redis cannot hold a reply
-    assert "redis.internal" in caplog.text and "s3cret-word" not in caplog.text
+    logged = "\n".join(record.getMessage() for record in records)
+    assert "redis.internal" in logged and "s3cret-word" not in logged
 
 
 @pytest.mark.parametrize("credentials", [
