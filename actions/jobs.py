@@ -10,7 +10,7 @@ from rasa_sdk.events import ConversationPaused, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy.orm import Session
 
-from actions.common import UNPROVEN, polite_failure, send_to_helpdesk, still_verified, transcript
+from actions.common import UNPROVEN, polite_failure, said_since_message, send_to_helpdesk, still_verified, transcript
 from actions.context import context
 from bot.domain.enums import AddressMode, ClaimOutcome, HandoffReason, Job
 from bot.services import address, claims
@@ -61,16 +61,6 @@ class Reply:
         if offer.handoff_reason:
             self.events.append(SlotSet("handoff_reason", offer.handoff_reason))
         return self
-
-
-def said_this_turn(tracker: Tracker, responses: Any) -> bool:
-    """Whether one of `responses` was already sent since the shopper's latest message."""
-    for event in reversed(tracker.events):
-        if event.get("event") == "user":
-            return False
-        if event.get("event") == "bot" and (event.get("metadata") or {}).get("utter_action") in responses:
-            return True
-    return False
 
 
 async def hand_off(dispatcher: CollectingDispatcher, tracker: Tracker, reason: str) -> List[EventType]:
@@ -126,7 +116,7 @@ async def continue_job(dispatcher: CollectingDispatcher, tracker: Tracker) -> Li
     if tracker.get_slot("locked_out"):
         # Offered, not opened: a stranger locking a conversation must not fill the agents' queue.
         # On a later question the shopper is told again why nothing is checked.
-        if not said_this_turn(tracker, ("utter_locked_out", "utter_proof_email_paused")):
+        if not said_since_message(tracker, ("utter_locked_out", "utter_proof_email_paused")):
             dispatcher.utter_message(response="utter_locked_out")
         dispatcher.utter_message(response="utter_offer_human")
         return [SlotSet("pending_job", None), SlotSet("handoff_reason", HandoffReason.LOCKED_OUT.value)]
