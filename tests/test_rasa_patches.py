@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import jsonschema
 import pytest
@@ -83,18 +83,23 @@ def test_a_good_answer_passes_and_the_schema_is_checked_once(patched, monkeypatc
     assert checks == []
 
 
-async def _run_against(answer: Any) -> list:
-    """Run a RemoteAction against a real action server on loopback that answers `answer`."""
-    async def webhook(_request: web.Request) -> web.Response:
-        return web.json_response(answer)
-
+async def _serve(webhook: Any) -> Tuple[web.AppRunner, int]:
+    """A real HTTP server on loopback answering POST /webhook with `webhook`; its runner and port."""
     app = web.Application()
     app.router.add_post("/webhook", webhook)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+async def _run_against(answer: Any) -> list:
+    """Run a RemoteAction against a real action server on loopback that answers `answer`."""
+    async def webhook(_request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    runner, port = await _serve(webhook)
     try:
         action = RemoteAction("action_check", EndpointConfig(f"http://127.0.0.1:{port}/webhook"))
         return await action.run(CollectingOutputChannel(), TemplatedNaturalLanguageGenerator({}),
@@ -336,13 +341,8 @@ async def _action_server(close_each: bool = False):
             answer.force_close()
         return answer
 
-    app = web.Application()
-    app.router.add_post("/webhook", webhook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1], ports  # type: ignore[union-attr]
+    runner, port = await _serve(webhook)
+    return runner, port, ports
 
 
 async def _run_action(endpoint: EndpointConfig) -> list:
@@ -382,13 +382,7 @@ async def test_the_kept_session_sends_the_endpoints_headers_and_is_closed_when_t
         seen.append(request.headers.get("Authorization"))
         return web.json_response({"events": []})
 
-    app = web.Application()
-    app.router.add_post("/webhook", webhook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await _serve(webhook)
     try:
         endpoint = EndpointConfig(f"http://127.0.0.1:{port}/webhook", headers={"Authorization": "Bearer secret"})
         await _run_action(endpoint)
