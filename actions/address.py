@@ -87,6 +87,8 @@ class ValidateAddressForm(FormValidationAction):
         intent, text = latest_intent(tracker), _typed(tracker)
         if intent in LEAVING | DIGRESSIONS or (intent in PAUSING and asked != "address_confirmed"):
             return None  # the rules answer it
+        if asked in FIELDS and address.keeps_address(text):
+            return await _keep_and_resend(dispatcher, tracker)
         reading = address.read_answer(text, FIELDS.get(asked, "street"))
         if reading.kind == address.REFUSAL:
             dispatcher.utter_message(response="utter_address_kept")
@@ -208,6 +210,27 @@ async def _show_current(dispatcher: CollectingDispatcher, tracker: Tracker, resp
         return reply.events
     dispatcher.utter_message(response=response, number=number, address=where)
     return []
+
+
+async def _keep_and_resend(dispatcher: CollectingDispatcher, tracker: Tracker) -> List[EventType]:
+    """"Same address, just resend it": the form ends with nothing changed; a parcel sent back is offered again."""
+    number = tracker.get_slot("verified_order") or ""
+    ctx = context()
+
+    def returned(session: Session) -> Optional[bool]:
+        if not still_verified(session, tracker.sender_id, number):
+            return None
+        order = get_order(session=session, number=number)
+        return order is not None and address.sent_back(order, ctx.settings, ctx.now())
+
+    sent_back = await ctx.store(returned)
+    events: List[EventType] = [SlotSet(slot, None) for slot in ADDRESS_SLOTS] + [SlotSet("requested_slot", None)]
+    if sent_back:
+        dispatcher.utter_message(response="utter_address_kept_resend", number=number)
+        dispatcher.utter_message(response="utter_offer_claim")
+        return events + [SlotSet("claim_reason", ClaimReason.NOT_RECEIVED.value)]
+    dispatcher.utter_message(response="utter_address_kept")
+    return events
 
 
 class ActionShowAddress(Action):

@@ -31,6 +31,12 @@ from bot.domain.enums import ClaimOutcome, ResolutionKind
 from bot.services import claims
 from bot.store.queries import get_order
 
+#: "yes I checked, it's not there", "asked the neighbours": the checks are done.
+CHECKED = re.compile(r"\b(checked|looked|searched|asked\s+(?:the\s+|my\s+|all\s+)?neighbou?rs|not\s+there|"
+                     r"nowhere|everywhere|not\s+with|no\s+one\s+has|nobody\s+has|isn'?t\s+there)\b", re.I)
+#: "not yet", "I'll look", "haven't checked": the shopper looks first.
+NOT_CHECKED = re.compile(r"\b(not\s+yet|i'?ll\s+(?:look|check|ask)|haven'?t|have\s+not|didn'?t|did\s+not|"
+                         r"will\s+(?:look|check|ask)|let\s+me\s+(?:look|check|ask))\b", re.I)
 REFUND = re.compile(r"\b(refund|money|reimburse|pay(ment)? back|cash)", re.I)
 RESHIP = re.compile(r"\b(reship|replace|replacement|new one|another one|send (it )?again|resend|re-send)", re.I)
 
@@ -51,6 +57,31 @@ class ValidateClaimForm(FormValidationAction):
 
     def name(self) -> Text:
         return "validate_claim_form"
+
+    async def extract_delivery_checked(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                       domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if tracker.get_slot("requested_slot") != "delivery_checked" or not answering(tracker):
+            return {}
+        text, intent = latest_text(tracker), latest_intent(tracker)
+        if NOT_CHECKED.search(text):
+            return {"delivery_checked": False}
+        if intent == "affirm" or CHECKED.search(text):
+            return {"delivery_checked": True}
+        if intent in LEAVING | PAUSING | DIGRESSIONS or text.startswith("/") or not text.strip():
+            return {}
+        return {"delivery_checked": ""}
+
+    def validate_delivery_checked(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                  domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if value is None:  # set when the claim started; the form asks
+            return {}
+        if value is True:
+            return {"delivery_checked": True, "failed_answers": 0}
+        if value is False:
+            dispatcher.utter_message(response="utter_look_first")
+            return {"delivery_checked": None, "resolution_choice": None, "claim_reason": None,
+                    "requested_slot": None}
+        return missed(dispatcher, tracker, "delivery_checked", "utter_invalid_delivery_checked")
 
     async def extract_resolution_choice(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                                         domain: Dict[Text, Any]) -> Dict[Text, Any]:
@@ -89,6 +120,24 @@ class ActionAskResolutionChoice(AskQuestion):
     slot = "resolution_choice"
 
 
+class ActionAskDeliveryChecked(AskQuestion):
+    slot = "delivery_checked"
+
+
+class ActionClaimStopped(Action):
+    """"No" in the claim: "I'll look first" when asked about the neighbours, else nothing is booked."""
+
+    def name(self) -> Text:
+        return "action_claim_stopped"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: Dict[Text, Any]) -> List[EventType]:
+        asked = next((e.get("value") for e in reversed(tracker.events)
+                      if e.get("event") == "slot" and e.get("name") == "requested_slot" and e.get("value")), None)
+        dispatcher.utter_message(response="utter_look_first" if asked == "delivery_checked" else "utter_claim_stopped")
+        return [SlotSet("delivery_checked", None), SlotSet("claim_reason", None), SlotSet("resolution_choice", None)]
+
+
 class ActionSubmitClaim(Action):
     """Checks eligibility again (the parcel may have moved) and records the resolution once."""
 
@@ -98,10 +147,10 @@ class ActionSubmitClaim(Action):
     @polite_failure
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
-        reset = [SlotSet("resolution_choice", None), SlotSet("claim_reason", None)]
+        reset = [SlotSet("resolution_choice", None), SlotSet("claim_reason", None), SlotSet("delivery_checked", None)]
         number, reason = tracker.get_slot("verified_order"), tracker.get_slot("claim_reason")
         kind = tracker.get_slot("resolution_choice")
-        if not (number and reason and kind):
+        if not (number and reason and kind and tracker.get_slot("delivery_checked")):
             return reset
         ctx = context()
 

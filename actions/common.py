@@ -30,6 +30,7 @@ JOBS = {
     "delivery_delay": Job.DELAY,
     "change_address": Job.ADDRESS,
     "refund_or_reship": Job.CLAIM,
+    "ask_about_order": Job.QUESTION,
 }
 
 #: "What address is it going to?": the masked delivery address, after the same check as every job.
@@ -42,7 +43,7 @@ LEAVING = frozenset({"stop", "goodbye", "human_handoff", "insult"})
 #: message also carries the answer ("no, it's WS-1043").
 PAUSING = frozenset({"ask_help", "dont_know", "deny", "bot_challenge"})
 #: Questions about the order that the rules answer in the middle of a form.
-DIGRESSIONS = frozenset({"order_status", "delivery_delay", "ask_delivery_address"})
+DIGRESSIONS = frozenset({"order_status", "delivery_delay", "ask_delivery_address", "ask_about_order"})
 
 #: "I don't know", "I don't have it", "no idea": read from the text when the model took it for something else.
 _DONT_KNOW = re.compile(
@@ -54,6 +55,11 @@ _HELP = re.compile(
     r"^\s*(?:help(?:\s+me)?(?:\s+please)?|what|huh|eh|sorry|pardon|come again|say again|what do you mean|"
     r"i\s+don'?t\s+(?:understand|get\s+it|follow)|what\s+(?:is|does)\s+that(?:\s+mean)?|\?+)\s*[?!.]*\s*$",
     re.I)
+
+
+def lacks_order_number(text: str) -> bool:
+    """"I don't know my order number", "can't find the order number": said inside any message."""
+    return bool(_DONT_KNOW.search(text) and re.search(r"\b(?:order|number)\b", text, re.I))
 
 
 def reads_as(text: str) -> Optional[str]:
@@ -123,6 +129,8 @@ EXPLANATIONS: Dict[str, Dict[str, str]] = {
     "new_country": {"ask_help": "utter_help_new_country", "dont_know": "utter_new_address_unknown",
                     "twice": "utter_address_other_ways"},
     "address_confirmed": {"ask_help": "utter_help_address_confirmed", "dont_know": "utter_help_address_confirmed"},
+    "delivery_checked": {"ask_help": "utter_help_delivery_checked", "dont_know": "utter_help_delivery_checked",
+                         "twice": "utter_claim_other_ways"},
     "resolution_choice": {"ask_help": "utter_help_resolution_choice", "dont_know": "utter_help_resolution_choice",
                           "twice": "utter_claim_other_ways"},
 }

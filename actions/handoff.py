@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Text
 
 from rasa_sdk import Action, Tracker
@@ -136,6 +137,12 @@ class ActionExplainQuestion(Action):
         intent = latest_intent(tracker)
         if intent == "deny" and last_response(tracker) in LOOKUP_OFFERS:
             dispatcher.utter_message(response="utter_no_lookup")
+            return []
+        if not tracker.active_loop_name and not tracker.get_slot("requested_slot"):
+            # Outside a question, what a shopper doesn't know here is their order number, if they say so.
+            text = tracker.latest_message.get("text") or ""
+            knows_not_number = intent == "dont_know" and re.search(r"\b(order|number|no\.?|nr)\b", text, re.I)
+            dispatcher.utter_message(response="utter_no_order_number" if knows_not_number else "utter_menu")
             return []
         result = explain(dispatcher, tracker, "ask_help" if intent == "ask_help" else "dont_know")
         return [SlotSet(name, value) for name, value in result.items()]

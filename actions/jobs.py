@@ -12,11 +12,16 @@ from sqlalchemy.orm import Session
 
 from actions.common import UNPROVEN, polite_failure, said_since_message, send_to_helpdesk, still_verified, transcript
 from actions.context import context
-from bot.domain.enums import AddressMode, ClaimOutcome, HandoffReason, Job
-from bot.services import address, claims
-from bot.services.answers import Answer, delay_answer, status_answer, status_messages
+from bot.domain.enums import AddressMode, ClaimOutcome, HandoffReason, Job, ResolutionKind
+from bot.domain.questions import Question, Topic, questions
+from bot.services import address, claims, followups
+from bot.services.answers import Answer, Offer, delay_answer, status_answer
 from bot.services.handoff import availability, helpdesk_payload, open_handoff
+from bot.store.models import Order
 from bot.store.queries import get_order
+
+#: Follow-up questions that turn a refund-or-replacement request into something else.
+NOT_A_CLAIM = frozenset({Topic.SWITCH, Topic.RETURN})
 
 #: The slots of the address form, cleared before it starts and after it ends.
 ADDRESS_SLOTS = ("new_street", "new_city", "new_postcode", "new_country", "address_confirmed")
@@ -48,7 +53,7 @@ class Reply:
         for message in self.messages:
             dispatcher.utter_message(**message)
 
-    def answer(self, answer: Answer) -> Reply:
+    def answer(self, answer: Answer | followups.Reply) -> Reply:
         """A composed answer, ending with what it offers next (buttons), or "anything else?"."""
         for message in answer.messages:
             self.say(text=message)
@@ -125,14 +130,64 @@ async def continue_job(dispatcher: CollectingDispatcher, tracker: Tracker) -> Li
         return []
     job = tracker.get_slot("pending_job") or Job.STATUS
     claim_reason = tracker.get_slot("claim_reason")
-    reply = await context().store(lambda session: _job_reply(session, tracker.sender_id, number, job, claim_reason))
+    asked = Asked.from_tracker(tracker)
+    reply = await context().store(
+        lambda session: _job_reply(session, tracker.sender_id, number, job, claim_reason, asked))
     reply.send(dispatcher)
     if reply.hand_off:
         return reply.events + await hand_off(dispatcher, tracker, reply.hand_off)
     return reply.events
 
 
-def _job_reply(session: Session, conversation_id: str, number: str, job: str, claim_reason: Optional[str]) -> Reply:
+@dataclass(frozen=True)
+class Asked:
+    """The follow-up question behind the job, and what this conversation was already told about the order."""
+
+    question: str = ""
+    status_told: str = ""  # the order whose status this conversation was given
+    goodwill_given: str = ""  # the order this conversation was given the goodwill code for
+
+    @classmethod
+    def from_tracker(cls, tracker: Tracker) -> Asked:
+        return cls(tracker.get_slot("order_question") or "", tracker.get_slot("status_told") or "",
+                   tracker.get_slot("goodwill_given") or "")
+
+
+def _questions(asked: Asked) -> List[Question]:
+    ctx = context()
+    return questions(asked.question, ctx.now().astimezone(ctx.settings.tz).date())
+
+
+def _answer_questions(session: Session, reply: Reply, order: Order, asked: List[Question], conversation_id: str,
+                      offer: Optional[Offer] = None) -> None:
+    ctx = context()
+    reply.answer(followups.answer_questions(session=session, order=order, asked=asked, settings=ctx.settings,
+                                            now=ctx.now(), conversation_id=conversation_id, offer=offer))
+
+
+def _status(session: Session, reply: Reply, order: Order, asked: Asked, *, delay: bool, then: bool) -> Answer:
+    """The status (or delay) answer; the goodwill code once per order and conversation; `then`: questions follow."""
+    ctx = context()
+    goodwill = asked.goodwill_given != order.number
+    compose = delay_answer if delay else status_answer
+    answer = compose(order, ctx.settings, ctx.now(), goodwill=goodwill)
+    redirect = followups.pending_redirect(session, order, ctx.now().astimezone(ctx.settings.tz).date())
+    messages = list(answer.messages)
+    if redirect:
+        messages.insert(1 if len(messages) > 1 else len(messages), redirect)
+    if then:
+        for message in messages:
+            reply.say(text=message)
+    else:
+        reply.answer(Answer(tuple(messages), answer.late, answer.goodwill_code, answer.offer, answer.steps))
+    reply.events.append(SlotSet("status_told", order.number))
+    if answer.goodwill_code:
+        reply.events.append(SlotSet("goodwill_given", order.number))
+    return answer
+
+
+def _job_reply(session: Session, conversation_id: str, number: str, job: str, claim_reason: Optional[str],
+               asked: Asked) -> Reply:
     ctx = context()
     config, moment = ctx.settings, ctx.now()
     if not still_verified(session, conversation_id, number):
@@ -140,9 +195,19 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
     order = get_order(session=session, number=number)
     if order is None:
         raise LookupError(f"verified order {number} disappeared")
-    reply = Reply()
+    reply = Reply(events=[SlotSet("order_question", None)])
+    found = _questions(asked)
+    if found and (job in (Job.STATUS, Job.DELAY, Job.QUESTION) or
+                  (job == Job.CLAIM and any(q.topic in NOT_A_CLAIM for q in found))):
+        # A long message gets the status first (when this conversation hasn't had it), then each answer.
+        offer = None
+        if job in (Job.STATUS, Job.DELAY) and asked.status_told != order.number:
+            offer = _status(session, reply, order, asked, delay=job == Job.DELAY, then=True).offer
+        _answer_questions(session, reply, order, found, conversation_id, offer)
+        return reply
     if job == Job.DELAY:
-        return reply.answer(delay_answer(order, config, moment))
+        _status(session, reply, order, asked, delay=True, then=False)
+        return reply
     if job == Job.ADDRESS:
         mode = address.change_mode(order, config, moment)
         reply.say(mode.response, address=address.describe(address.current_address(order)), **mode.wording)
@@ -153,26 +218,43 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
         reply.events += [SlotSet(s, None) for s in ADDRESS_SLOTS] + [SlotSet("next_form", "address_form")]
         return reply
     if job == Job.CLAIM:
-        reason = claim_reason or claims.guess_reason(order, config, moment)
-        if reason is None:
-            return reply.say("utter_ask_claim_reason")
-        decision = claims.decide(session=session, order=order, reason=reason, settings=config, now=moment)
-        reply.say(decision.response, **decision.wording)
-        if decision.outcome == ClaimOutcome.ELIGIBLE:
-            reply.events += [SlotSet("claim_reason", reason), SlotSet("resolution_choice", None),
-                             SlotSet("next_form", "claim_form")]
-        elif decision.outcome == ClaimOutcome.HUMAN:
-            reply.events.append(SlotSet("claim_reason", reason))
-            reply.hand_off = decision.human_reason or "policy"
+        return _claim(session, reply, order, claim_reason)
+    _status(session, reply, order, asked, delay=False, then=False)
+    return reply
+
+
+def _claim(session: Session, reply: Reply, order: Order, claim_reason: Optional[str]) -> Reply:
+    ctx = context()
+    config, moment = ctx.settings, ctx.now()
+    reason = claim_reason or claims.guess_reason(order, config, moment)
+    if reason is None:
+        return reply.say("utter_ask_claim_reason")
+    decision = claims.decide(session=session, order=order, reason=reason, settings=config, now=moment)
+    reply.say(decision.response, **decision.wording)
+    if decision.outcome == ClaimOutcome.ELIGIBLE:
+        reply.events += [SlotSet("claim_reason", reason), SlotSet("resolution_choice", None),
+                         SlotSet("delivery_checked", None if decision.check_first else True),
+                         SlotSet("next_form", "claim_form")]
+    elif decision.outcome == ClaimOutcome.HUMAN:
+        reply.events.append(SlotSet("claim_reason", reason))
+        reply.hand_off = decision.human_reason or "policy"
+    elif decision.outcome == ClaimOutcome.ALREADY and decision.existing is not None:
+        # Booked, perhaps not carried out yet: the other choice is offered while it can still be changed.
+        reply.events.append(SlotSet("claim_reason", None))
+        if claims.can_switch(decision.existing, config, moment):
+            reply.say("utter_offer_switch_to_refund" if decision.existing.kind == ResolutionKind.RESHIP
+                      else "utter_offer_switch_to_reship")
         else:
-            reply.say("utter_anything_else")
-            reply.events.append(SlotSet("claim_reason", None))
-        return reply
-    return reply.answer(status_answer(order, config, moment))
+            reply.say("utter_offer_human")
+            reply.events.append(SlotSet("handoff_reason", HandoffReason.RESOLUTION_CHANGE.value))
+    else:
+        reply.say("utter_anything_else")
+        reply.events.append(SlotSet("claim_reason", None))
+    return reply
 
 
 class ActionStatusDigression(Action):
-    """A status or delay question in the middle of a form: answer it, then carry on."""
+    """A question about the order in the middle of a form: answer it, then carry on."""
 
     def name(self) -> Text:
         return "action_status_digression"
@@ -183,14 +265,27 @@ class ActionStatusDigression(Action):
         number = tracker.get_slot("verified_order")
         if not number:
             return []
-        ctx = context()
+        asked = Asked(question=tracker.latest_message.get("text") or "",
+                      status_told=tracker.get_slot("status_told") or "",
+                      goodwill_given=tracker.get_slot("goodwill_given") or "")
 
-        def answer(session: Session) -> List[str]:
+        def answer(session: Session) -> Reply:
             if not still_verified(session, tracker.sender_id, number):
-                return []
+                return Reply()
             order = get_order(session=session, number=number)
-            return status_messages(order, ctx.settings, ctx.now()) if order is not None else []
+            if order is None:
+                return Reply()
+            reply = Reply()
+            found = _questions(asked)
+            if found:
+                _answer_questions(session, reply, order, found, tracker.sender_id)
+                reply.messages = [m for m in reply.messages if m.get("response") != "utter_anything_else"]
+                return reply
+            _status(session, reply, order, asked, delay=False, then=True)
+            return reply
 
-        for message in await ctx.store(answer):
-            dispatcher.utter_message(text=message)
-        return []
+        reply = await context().store(answer)
+        for message in reply.messages:
+            if "text" in message:  # the form asks its own question next: no buttons from the answer
+                dispatcher.utter_message(text=message["text"])
+        return [e for e in reply.events if e.get("name") in ("status_told", "goodwill_given")]

@@ -22,6 +22,7 @@ from actions.common import (
     entity,
     explain,
     failed_answers,
+    lacks_order_number,
     last_response,
     latest_intent,
     latest_text,
@@ -42,6 +43,7 @@ from bot.domain.parsing import (
     find_postcode,
     find_tracking_number,
 )
+from bot.domain.questions import questions
 from bot.services import address
 from bot.services.verification import choice_line, look_up, verify
 
@@ -75,7 +77,9 @@ async def route(dispatcher: CollectingDispatcher, tracker: Tracker, job: str,
     """
     text = _typed(tracker)
     details = find_details(text, context().settings.order_number_prefix, loose=True)
+    today = context().now().astimezone(context().settings.tz).date()
     events: List[EventType] = [SlotSet("pending_job", str(job)),
+                               SlotSet("order_question", text if questions(text, today) else None),
                                SlotSet("after_check", "show_address" if job == SHOW_ADDRESS else "job"),
                                SlotSet("failed_answers", 0)] + [SlotSet(slot, None) for slot in LOOKUP_SLOTS]
     new = address.address_in_request(text)
@@ -97,6 +101,10 @@ async def route(dispatcher: CollectingDispatcher, tracker: Tracker, job: str,
     # proof came) keeps the order number already given: nothing is verified by it.
     if reference is None and not verified:
         reference = tracker.get_slot("order_number") or claimed or None
+    if not reference and not checking and lacks_order_number(text) and latest_intent(tracker) != "lookup_order" \
+            and not (details.email and postcode):
+        # "I don't know my order number, where's my parcel?": the other ways, not the question they can't answer.
+        dispatcher.utter_message(response="utter_no_order_number")
     proof = details.email or postcode or (tracker.get_slot("identity_proof") if checking else None)
     events += [SlotSet("verified_order", None), SlotSet("identity_proof", proof), SlotSet("order_number", reference)]
     if not reference and (latest_intent(tracker) == "lookup_order" or (details.email and postcode)):

@@ -457,7 +457,8 @@ async def test_lost_parcel_refund_is_recorded_once_however_often_asked(shop):
     order = shop["orders"]["lost"]
     events, messages = await answer(order, "claim", claim_reason="lost")
     assert followup(events) == "claim_form" and "refund or a free replacement" in texts(messages)
-    slots = {"verified_order": order["order_number"], "claim_reason": "lost", "resolution_choice": "refund"}
+    slots = {"verified_order": order["order_number"], "claim_reason": "lost", "resolution_choice": "refund",
+             "delivery_checked": True}
     _, messages = await run(ActionSubmitClaim(), tracker("refund", "inform", slots=slots))
     assert "refund of" in texts(messages)
     _, again = await run(ActionSubmitClaim(), tracker("refund", "inform", slots=slots))
@@ -494,7 +495,8 @@ async def test_not_received_waits_for_the_policy_then_is_eligible(shop):
 async def test_a_repeat_claim_goes_to_a_person(shop):
     """A second claim by the same shopper within the window is handed over."""
     first, second = shop["orders"]["damaged"], shop["orders"]["returned_to_sender"]
-    slots = {"verified_order": first["order_number"], "claim_reason": "damaged", "resolution_choice": "reship"}
+    slots = {"verified_order": first["order_number"], "claim_reason": "damaged", "resolution_choice": "reship",
+             "delivery_checked": True}
     _, messages = await run(ActionSubmitClaim(), tracker("new one please", "inform", slots=slots))
     assert f"replacement for order {first['order_number']} is booked" in texts(messages)
     with db.session_scope(shop["engine"]) as session:  # the same shopper's other order
@@ -618,7 +620,8 @@ async def test_forged_slots_cannot_change_an_address_or_book_a_refund(shop):
     _, messages = await run(ActionSubmitAddress(), address_track)
     assert [m.get("response") for m in messages] == ["utter_verification_needed"]
     damaged = shop["orders"]["damaged"]
-    claim = {"verified_order": damaged["order_number"], "claim_reason": "damaged", "resolution_choice": "refund"}
+    claim = {"verified_order": damaged["order_number"], "claim_reason": "damaged", "resolution_choice": "refund",
+             "delivery_checked": True}
     track = tracker("refund", "inform", slots=claim, proven=False)
     _, messages = await run(ActionSubmitClaim(), track)
     assert [m.get("response") for m in messages] == ["utter_verification_needed"]

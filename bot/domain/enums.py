@@ -59,6 +59,7 @@ class Job(StrEnum):
     DELAY = "delay"
     ADDRESS = "address"
     CLAIM = "claim"
+    QUESTION = "question"  # follow-up questions (bot.domain.questions), else the status
 
 
 class ClaimReason(StrEnum):
@@ -130,6 +131,8 @@ class HandoffReason(StrEnum):
     LOCKED_OUT = "locked_out"
     ADDRESS_IMPOSSIBLE = "address_impossible"
     DELIVERY_PROBLEM = "delivery_problem"  # a stalled or held parcel, or an order late leaving the warehouse
+    RETURN = "return"  # cancel an order, or send it back
+    RESOLUTION_CHANGE = "resolution_change"  # a booked refund or replacement already carried out
     ERROR = "error"
 
 

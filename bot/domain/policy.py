@@ -45,6 +45,11 @@ class Policy(BaseModel):
     pickup_hold_days: Optional[int] = Field(default=None, ge=1, le=90)
     #: What the shop tells a shopper whose parcel is at customs about import duties.
     duties: str = "Prices include import duties; you won't be asked to pay anything on delivery."
+    #: Days after delivery an order may be sent back (the EU right of withdrawal is 14).
+    return_days: int = Field(default=14, ge=0, le=365)
+    #: Hours after booking during which a refund can become a replacement, or the reverse, before
+    #: the warehouse and payments act on it.
+    resolution_change_hours: int = Field(default=2, ge=0, le=168)
     human_value_threshold: Decimal = Field(default=Decimal("250"), ge=0)
     repeat_claim_window_days: int = Field(default=90, ge=0, le=3650)
     address_change_direct_statuses: FrozenSet[str] = frozenset({Status.PENDING.value})

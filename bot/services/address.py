@@ -15,7 +15,7 @@ from bot.domain.enums import AddressChangeState, AddressMode, Status
 from bot.domain.parsing import normalise_postcode
 from bot.services.answers import mask_address, parcels
 from bot.store.models import AddressChangeRequest, Order
-from bot.store.queries import audit
+from bot.store.queries import audit, shipment_state
 
 COUNTRY_NAMES = {
     "netherlands": "NL", "the netherlands": "NL", "holland": "NL", "nederland": "NL", "germany": "DE",
@@ -199,6 +199,23 @@ _CITY = re.compile(r"^[^\W\d_][^\d@?!]{0,58}[^\W\d_.]$|^[^\W\d_]{2}$")
 _NOT_A_PLACE = frozenset(
     "yes yeah yep no nope ok okay sure thanks thank you what why how hi hello hey stop help idk none nothing "
     "same as before whatever".split())
+
+
+#: "same address", "the address is fine, just resend it": keep the address as it is.
+_KEEP = re.compile(r"\b(?:same|current|old|existing|usual)\s+address\b|\baddress\s+(?:is|was)\s+(?:fine|correct|right|"
+                   r"ok|okay|good)\b|\bjust\s+(?:re-?send|send\s+it\s+again)\b|\bsend\s+it\s+again\b|"
+                   r"\bre-?send\s+(?:it|to)\b|\bdon'?t\s+need\s+(?:a\s+)?new\s+address\b", re.I)
+
+
+def keeps_address(text: str) -> bool:
+    """Whether an answer to "what's the new street?" says to keep the address as it is."""
+    return bool(_KEEP.search(text))
+
+
+def sent_back(order: Order, settings: Settings, now: dt.datetime) -> bool:
+    """Whether a parcel of `order` was sent back to the shop (it can go out again to the same address)."""
+    return any(shipment_state(s, settings=settings, now=now).status == Status.RETURNED_TO_SENDER
+               for s in order.shipments)
 
 
 def asks_current_address(text: str) -> bool:

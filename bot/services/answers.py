@@ -2,7 +2,8 @@
 
 Fixed wording lives in `domain.yml` responses, with variables.  The answers
 that must be composed sentence by sentence (status, delay, when a person will
-answer) are built here and nowhere else, so every shopper-facing text is in one
+answer) are built here, and the answers to follow-up questions in
+`bot.services.followups` from the same pieces, so every shopper-facing text is in one
 of those two places.  Every sentence is built from a stored value: no date,
 status or policy is ever invented, and an estimate that has gone by is never
 given as one.  A late or troubled parcel's answer leads with the problem, says
@@ -103,6 +104,8 @@ class Answer:
     late: bool
     goodwill_code: Optional[str]
     offer: Optional[Offer] = None
+    #: The message saying what happens next (also the last of `messages`), when there is one.
+    steps: Optional[str] = None
 
     @property
     def claim_possible(self) -> bool:
@@ -495,7 +498,7 @@ def _unshipped(order: Order, settings: Settings, today: dt.date, *, delay: bool)
     return text, read
 
 
-def _compose(order: Order, settings: Settings, now: dt.datetime, *, delay: bool) -> Answer:
+def _compose(order: Order, settings: Settings, now: dt.datetime, *, delay: bool, goodwill: bool = True) -> Answer:
     today = now.astimezone(settings.tz).date()
     found = parcels(order, settings, now)
     messages: List[str] = []
@@ -530,22 +533,29 @@ def _compose(order: Order, settings: Settings, now: dt.datetime, *, delay: bool)
         trouble = any(read.trouble for _, read in readings)
         messages.append("I'm sorry about this." if trouble else "I'm sorry about the wait.")
         worst = max(read.days_late for _, read in readings)
-        if policy.goodwill_code and worst > 0 and worst >= policy.goodwill_after_days_late:
+        if goodwill and policy.goodwill_code and worst > 0 and worst >= policy.goodwill_after_days_late:
             code = policy.goodwill_code
             messages[-1] += f" As an apology, here is a discount code for your next order: {code}"
     steps = [(label, " ".join(read.next_steps)) for label, read in readings if read.next_steps]
+    step_text = None
     if len(steps) == 1 and len(readings) == 1:
-        messages.append(steps[0][1])
+        step_text = steps[0][1]
     elif steps:
-        messages.append(" ".join(f"{label}: {step}" for label, step in steps))
+        step_text = " ".join(f"{label}: {step}" for label, step in steps)
+    if step_text:
+        messages.append(step_text)
     offers = [read.offer for _, read in readings if read.offer is not None]
     offer = min(offers, key=lambda o: _OFFER_RANK.index(o.response)) if offers else None
-    return Answer(tuple(messages), late, code, offer)
+    return Answer(tuple(messages), late, code, offer, step_text)
 
 
-def status_answer(order: Order, settings: Settings, now: dt.datetime) -> Answer:
-    """The answer to "where is my order?": each parcel's problem first, the facts, then what happens next."""
-    return _compose(order, settings, now, delay=False)
+def status_answer(order: Order, settings: Settings, now: dt.datetime, *, goodwill: bool = True) -> Answer:
+    """The answer to "where is my order?": each parcel's problem first, the facts, then what happens next.
+
+    `goodwill=False` when this conversation was already given the goodwill code: asked again, the
+    shopper hears the same facts without a second code.
+    """
+    return _compose(order, settings, now, delay=False, goodwill=goodwill)
 
 
 def status_messages(order: Order, settings: Settings, now: dt.datetime) -> List[str]:
@@ -553,9 +563,9 @@ def status_messages(order: Order, settings: Settings, now: dt.datetime) -> List[
     return list(status_answer(order, settings, now).messages)
 
 
-def delay_answer(order: Order, settings: Settings, now: dt.datetime) -> Answer:
+def delay_answer(order: Order, settings: Settings, now: dt.datetime, *, goodwill: bool = True) -> Answer:
     """Promise against reality: how late, why, the new estimate, and what the shop does about it."""
-    return _compose(order, settings, now, delay=True)
+    return _compose(order, settings, now, delay=True, goodwill=goodwill)
 
 
 def reply_time(*, local_now: dt.datetime, opening: Optional[dt.datetime]) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from bot.config import Settings
 from bot.domain.enums import ClaimOutcome, ClaimReason, DelayReason, HandoffReason, ResolutionKind, Status
 from bot.domain.tracking import claim_fits
-from bot.services.answers import Parcel, day, parcels
+from bot.services.answers import Parcel, _on, day, parcels
 from bot.store.models import Order, Resolution
 from bot.store.queries import audit
 
@@ -35,6 +35,8 @@ class Decision:
     parcel: Optional[Parcel] = None
     human_reason: Optional[HandoffReason] = None
     existing: Optional[Resolution] = None
+    #: A parcel the carrier marked delivered: the shopper checks with neighbours and safe places first.
+    check_first: bool = False
 
 
 def _fits(parcel: Parcel, reason: str, settings: Settings, today: dt.date) -> bool:
@@ -79,6 +81,13 @@ def decide(*, session: Session, order: Order, reason: str, settings: Settings, n
     if _repeat_claim(session, order, now, policy.repeat_claim_window_days):
         return Decision(ClaimOutcome.HUMAN, reason, "utter_claim_repeat", {}, parcel,
                         human_reason=HandoffReason.REPEAT_CLAIM)
+    if reason == ClaimReason.NOT_RECEIVED and parcel.state.status == Status.DELIVERED and parcel.state.delivered_on:
+        # "It never came" for a parcel scanned as delivered: the scan first, then the checks, then the choice.
+        scan = parcel.state.status_scan
+        place = f" in {scan.location}" if scan is not None and scan.location else ""
+        return Decision(ClaimOutcome.ELIGIBLE, reason, "utter_claim_delivered_scan",
+                        {"carrier": parcel.shipment.carrier.name, "number": order.number, "place": place,
+                         "delivered": _on(parcel.state.delivered_on, today)}, parcel, check_first=True)
     return Decision(ClaimOutcome.ELIGIBLE, reason, "utter_claim_eligible", {}, parcel)
 
 
@@ -122,6 +131,10 @@ def _not_yet(order: Order, found: List[Parcel], reason: str, settings: Settings,
 
 def amount_for(order: Order, parcel: Parcel) -> Decimal:
     """The refund for one parcel: its share of the order's value."""
+    return _share(order)
+
+
+def _share(order: Order) -> Decimal:
     share = order.value / max(1, len(order.shipments))
     return share.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
@@ -159,3 +172,34 @@ def next_steps(resolution: Resolution, order_number: str) -> Wording:
         return "utter_refund_done", {"amount": str(resolution.amount), "currency": resolution.currency,
                                      "number": order_number}
     return "utter_reship_done", {"number": order_number}
+
+
+def can_switch(resolution: Resolution, settings: Settings, now: dt.datetime) -> bool:
+    """Whether a booked refund or replacement may still become the other (it has not been carried out)."""
+    created = resolution.created_at
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=dt.timezone.utc)
+    return resolution.kind in (ResolutionKind.REFUND, ResolutionKind.RESHIP) and \
+        now - created <= dt.timedelta(hours=settings.policy.resolution_change_hours)
+
+
+def switch_resolution(*, session: Session, order: Order, resolution: Resolution, settings: Settings,
+                      now: dt.datetime, conversation_id: str) -> bool:
+    """Turn a booked replacement into a refund, or the reverse, while it has not been carried out yet.
+
+    A booking is carried out `POLICY_RESOLUTION_CHANGE_HOURS` after it was made
+    (the time the warehouse and payments take to act on it); until then the
+    shopper may change their mind.  The change is audited.  False when it is too late.
+    """
+    if not can_switch(resolution, settings, now):
+        return False
+    old = resolution.kind
+    if old == ResolutionKind.RESHIP:
+        resolution.kind, resolution.amount = ResolutionKind.REFUND.value, _share(order)
+    else:
+        resolution.kind, resolution.amount = ResolutionKind.RESHIP.value, Decimal("0")
+    audit(session=session, actor="bot", action=f"resolution.{resolution.kind}", entity="order",
+          entity_id=order.number, details={"changed_from": str(old), "reason": resolution.reason,
+                                           "amount": str(resolution.amount), "conversation_id": conversation_id})
+    session.flush()
+    return True

@@ -1,0 +1,196 @@
+"""The follow-up questions a shopper asks about an order, read from their words.
+
+"Will it arrive by Friday?", "is it lost?", "so what do I do now?", "can my
+husband collect it?", "do I pay duties?", "did my redirect go through?", "can
+I have a refund instead?", "I don't want it anymore".  The intent classifier
+says that a message asks about an order; these patterns say which questions it
+asks, in the order it asks them, so that a long message gets every answer it
+can.  Each pattern is specific to parcels and orders: "I lost my password" asks
+none of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from bot.domain.enums import StrEnum
+
+
+class Topic(StrEnum):
+    """One question about an order that has its own answer."""
+
+    ARRIVE_BY = "arrive_by"  # will it arrive by a given day
+    IS_LOST = "is_lost"
+    NEXT_STEP = "next_step"  # what do I do now
+    PICKUP = "pickup"  # where and until when, who may collect it
+    CUSTOMS = "customs"  # why customs, and do I pay duties
+    REDIRECT = "redirect"  # did my address change go through
+    SWITCH = "switch"  # a refund instead of the replacement, or the reverse
+    RETURN = "return"  # I don't want it anymore
+
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_WEEKDAY = r"(?:mon(?:day)?|tue(?:s|sday)?|wed(?:nesday)?|thu(?:rs|rsday)?|fri(?:day)?|sat(?:urday)?|sun(?:day)?)"
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+_ORDINAL = r"(?:st|nd|rd|th)?"
+_DAY_WORDS = (rf"(?:this\s+|next\s+|the\s+)?(?:{_WEEKDAY}|weekend)\b|tomorrow|tmrw|today|tonight|"
+              rf"christmas|xmas|\d{{1,2}}{_ORDINAL}\s+(?:of\s+)?{_MONTH}|{_MONTH}\s+\d{{1,2}}{_ORDINAL}\b|"
+              rf"the\s+\d{{1,2}}{_ORDINAL}\b")
+#: "by Friday", "before the weekend", "in time for Christmas", "on the 5th": the day a shopper needs it by.
+_BY_DAY = re.compile(rf"\b(by|before|until|till|til|in\s+time\s+for|on|for)\s+({_DAY_WORDS})", re.I)
+#: Words that make a day phrase a question about the arrival, not about when it was ordered.
+_ARRIVAL = re.compile(
+    r"\b(arriv\w*|come|coming|comes|get\s+(?:here|there|it|to\s+me)|be\s+(?:here|there|delivered)|deliver\w*|"
+    r"make\s+it|reach\w*|receive|have\s+it|show\s+up|turn\s+up|land|in\s+time)\b", re.I)
+
+_PATTERNS: Tuple[Tuple[Topic, re.Pattern[str]], ...] = (
+    (Topic.IS_LOST, re.compile(
+        r"\b(?:is|has|was)\s+(?:it|my\s+(?:order|parcel|package)|the\s+(?:order|parcel|package))\s+"
+        r"(?:been\s+|actually\s+|really\s+)?(?:lost|gone\s+missing|missing|gone)\b|"
+        r"\bdid\s+(?:you|they|\w+)\s+(?:lose|loose)\b|\b(?:got|get|gotten|been|go|went)\s+lost\b|"
+        r"\blost\s+in\s+(?:the\s+)?(?:post|mail|transit)\b|^\s*(?:so\s+)?(?:it'?s\s+)?lost\s*\?", re.I)),
+    (Topic.NEXT_STEP, re.compile(
+        r"\bwhat\s+(?:do|should|can|shall|must|am)\s+i\s+(?:supposed\s+to\s+)?do\b|\bwhat\s+now\b|\bnow\s+what\b|"
+        r"\bwhat\s+(?:happens|comes|is\s+happening)\s+next\b|\bwhat\s+are\s+my\s+options\b|"
+        r"\bwhat'?s\s+the\s+next\s+step|\bhow\s+do\s+i\s+get\s+it\s+(?:now|back)\b|\bwhat\s+do\s+we\s+do\b", re.I)),
+    (Topic.PICKUP, re.compile(
+        r"\bpick\s*-?\s*(?:it\s+)?up\b|\bpickup\b|\bcollect\w*\b|\bparcel\s*(?:shop|locker|point)\b|"
+        r"\bpost\s*office\b|\bhow\s+long\s+(?:will|do|does|can|is)\s+(?:they|it|you)\s+(?:keep|hold|stay|be\s+kept)",
+        re.I)),
+    (Topic.CUSTOMS, re.compile(
+        r"\bcustoms?\b|\bdut(?:y|ies)\b|\bimport\s+(?:tax|taxes|fee|fees|charge|charges|vat)\b|"
+        r"\bdo\s+i\s+(?:have\s+to\s+|need\s+to\s+)?pay\s+(?:anything|extra|any|tax|taxes|fees?|vat|more)\b|"
+        r"\bextra\s+(?:fees?|charges?|costs?)\b", re.I)),
+    (Topic.REDIRECT, re.compile(
+        r"\b(?:did|has|have|is|was)\s+(?:my\s+|the\s+)?(?:redirect\w*|address\s+change|change\s+of\s+address)\b|"
+        r"\bredirect\w*\s+(?:go|gone|went|work\w*|through|done|happen\w*|ok)\b|"
+        r"\b(?:address|it)\s+(?:been\s+)?(?:changed|updated|redirected)\s*\?", re.I)),
+    (Topic.SWITCH, re.compile(
+        r"\b(?:refund|replacement|new\s+one|money\s+back)\s+instead\b|\binstead\s+of\s+(?:the\s+|a\s+)?"
+        r"(?:refund|replacement)\b|\b(?:rather|prefer)\s+(?:have\s+|get\s+|take\s+)?(?:a\s+|the\s+|my\s+)?"
+        r"(?:refund|replacement|money)\b|\b(?:change|switch|swap)\s+(?:it\s+|that\s+|this\s+|my\s+\w+\s+)?"
+        r"(?:to|for|into)\s+(?:a\s+)?(?:refund|replacement)\b", re.I)),
+    (Topic.RETURN, re.compile(
+        r"\b(?:don'?t|dont|do\s+not|no\s+longer)\s+(?:want|need)\s+(?:it|this|them|the\s+(?:order|parcel|item|items|"
+        r"package|thing)|my\s+(?:order|parcel|package))(?:\s+any\s*more|\s+anymore)?\b(?!\s+(?:to|changed|refund|"
+        r"replacement))|\bchanged\s+my\s+mind\b(?!.*\b(?:refund|replacement)\b)|"
+        r"\b(?:return|send\s+back)\s+(?:it|this|the\s+(?:order|parcel|item|items)|my\s+(?:order|parcel))\b|"
+        r"\bsend\s+it\s+back\b|\bcancel\s+(?:my|the|this)\s+order\b", re.I)),
+)
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question found in a message; `by` is the last acceptable day for an arrive-by question."""
+
+    topic: Topic
+    by: Optional[dt.date] = None
+    day_words: str = ""  # the shopper's words for that day ("by Friday", "before the weekend")
+    for_someone_else: bool = False
+    #: What a switch asks for: "refund" or "reship"; empty when the message names neither, or both.
+    wants: str = ""
+
+
+#: "can my husband collect it?": someone else picks it up.
+_SOMEONE_ELSE = re.compile(
+    r"\b(?:my\s+)?(?:husband|wife|partner|boyfriend|girlfriend|son|daughter|mum|mom|mother|dad|father|neighbou?r|"
+    r"friend|flatmate|roommate|colleague|brother|sister|someone(?:\s+else)?|somebody(?:\s+else)?|"
+    r"anyone(?:\s+else)?|another\s+person)\b", re.I)
+
+
+def questions(text: str, today: dt.date) -> List[Question]:
+    """The follow-up questions `text` asks, in the order it asks them (each once)."""
+    if not text or text.startswith("/"):
+        return []
+    found: List[Tuple[int, Question]] = []
+    by_day = _BY_DAY.search(text)
+    if by_day and _ARRIVAL.search(text):
+        when = _day(by_day.group(2), today)
+        if when is not None:
+            before = by_day.group(1).lower() == "before"
+            found.append((by_day.start(), Question(Topic.ARRIVE_BY, by=when - dt.timedelta(days=1) if before else when,
+                                                   day_words=_clean(f"{by_day.group(1)} {by_day.group(2)}"))))
+    for topic, pattern in _PATTERNS:
+        match = pattern.search(text)
+        if match is None:
+            continue
+        if topic == Topic.PICKUP:
+            found.append((match.start(), Question(topic, for_someone_else=bool(_SOMEONE_ELSE.search(text)))))
+        elif topic == Topic.SWITCH:
+            found.append((match.start(), Question(topic, wants=_wanted(match.group(0)))))
+        else:
+            found.append((match.start(), Question(topic)))
+    return [question for _, question in sorted(found, key=lambda pair: pair[0])]
+
+
+_REFUND = re.compile(r"\b(?:refund|money)", re.I)
+_RESHIP = re.compile(r"\b(?:replacement|new\s+one|reship|resend)", re.I)
+
+
+def _wanted(words: str) -> str:
+    """"refund instead" -> refund; "instead of the refund" -> reship."""
+    instead_of = re.search(r"instead\s+of", words, re.I)
+    head = words[:instead_of.start()] if instead_of else words
+    refund, reship = bool(_REFUND.search(head)), bool(_RESHIP.search(head))
+    if instead_of and not (refund or reship):
+        tail = words[instead_of.end():]
+        refund, reship = bool(_RESHIP.search(tail)), bool(_REFUND.search(tail))
+    return "refund" if refund and not reship else "reship" if reship and not refund else ""
+
+
+def topics(text: str, today: dt.date) -> List[Topic]:
+    return [question.topic for question in questions(text, today)]
+
+
+def _clean(words: str) -> str:
+    """The shopper's day phrase, tidied for an answer: "before Saturday", "in time for Christmas"."""
+    names = {*_WEEKDAYS, "christmas"}
+    return " ".join(word.capitalize() if word.lower() in names else word.lower() for word in words.split())
+
+
+def _day(words: str, today: dt.date) -> Optional[dt.date]:
+    """The date meant by "Friday", "next Friday", "the weekend", "tomorrow", "5 Dec", "the 5th"."""
+    words = " ".join(words.lower().split())
+    if words in ("today", "tonight"):
+        return today
+    if words in ("tomorrow", "tmrw"):
+        return today + dt.timedelta(days=1)
+    if words in ("christmas", "xmas"):
+        christmas = dt.date(today.year, 12, 24)  # the presents are given on the eve in much of Europe
+        return christmas if christmas >= today else dt.date(today.year + 1, 12, 24)
+    next_week = words.startswith("next ")
+    bare = re.sub(r"^(?:this|next|the)\s+", "", words)
+    if bare == "weekend":
+        return _next_weekday(today, 5) + (dt.timedelta(days=7) if next_week else dt.timedelta())
+    for index, name in enumerate(_WEEKDAYS):
+        if re.fullmatch(r"[a-z]+", bare) and len(bare) >= 3 and name.startswith(bare[:3]):
+            when = _next_weekday(today, index)
+            # "next Friday" said on a Monday is the Friday after this week's.
+            same_week = when.isocalendar()[:2] == today.isocalendar()[:2]
+            return when + dt.timedelta(days=7) if next_week and same_week else when
+    number = re.search(r"\d{1,2}", bare)
+    if number is None:
+        return None
+    day_of_month = int(number.group())
+    month_name = re.search(r"[a-z]{3,}", re.sub(r"\d+(?:st|nd|rd|th)?|of", " ", bare))
+    month = today.month
+    if month_name is not None and month_name.group()[:3] in _MONTHS:
+        month = _MONTHS.index(month_name.group()[:3]) + 1
+    for year in (today.year, today.year + 1):
+        for candidate_month in ([month] if month_name is not None else [month, month % 12 + 1]):
+            candidate_year = year + (1 if month_name is None and candidate_month < month else 0)
+            try:
+                when = dt.date(candidate_year, candidate_month, day_of_month)
+            except ValueError:
+                continue
+            if when >= today:
+                return when
+    return None
+
+
+def _next_weekday(today: dt.date, weekday: int) -> dt.date:
+    return today + dt.timedelta(days=(weekday - today.weekday()) % 7)

@@ -1,0 +1,338 @@
+"""Answers to the follow-up questions about one order (bot.domain.questions), from the store and the policies.
+
+Each answer is short: it answers the question first ("Yes, it should", "No",
+"I'm afraid so"), gives the fact it rests on, and ends with what happens next
+when there is something to do.  A question that does not fit the parcel's
+situation ("do I pay duties?" for a parcel that is not at customs) is answered
+for the situation it is in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.config import Settings
+from bot.domain.enums import AddressChangeState, AddressMode, DelayReason, HandoffReason, ResolutionKind, Status
+from bot.domain.questions import Question, Topic
+from bot.services import claims
+from bot.services.answers import (
+    OFFER_CLAIM,
+    OFFER_HUMAN,
+    Answer,
+    Offer,
+    Parcel,
+    _Facts,
+    _hold_days,
+    _masked_address,
+    _missed_delivery,
+    _on,
+    day,
+    mask_address,
+    parcels,
+    status_answer,
+)
+from bot.store.models import AddressChangeRequest, Order, Resolution
+
+
+@dataclass
+class Reply:
+    """The answers to one message's questions: texts, then the one offer that fits best."""
+
+    messages: List[str] = field(default_factory=list)
+    offer: Optional[Offer] = None
+
+    def add(self, text: str, offer: Optional[Offer] = None) -> None:
+        self.messages.append(text)
+        if offer is not None and self.offer is None:
+            self.offer = offer
+
+
+def answer_questions(*, session: Session, order: Order, asked: Sequence[Question], settings: Settings,
+                     now: dt.datetime, conversation_id: str, offer: Optional[Offer] = None) -> Reply:
+    """Every question in `asked`, answered in the order it was asked.
+
+    `offer`: what to end with when no answer brings its own (the status answer's, when it went first).
+    """
+    today = now.astimezone(settings.tz).date()
+    found = parcels(order, settings, now)
+    reply = Reply()
+    for question in asked:
+        if question.topic == Topic.ARRIVE_BY:
+            _arrive_by(reply, order, found, question, settings, now, today)
+        elif question.topic == Topic.IS_LOST:
+            _is_lost(reply, order, found, settings, now, today)
+        elif question.topic == Topic.NEXT_STEP:
+            _next_step(reply, order, settings, now)
+        elif question.topic == Topic.PICKUP:
+            _pickup(reply, order, found, question, settings, now, today)
+        elif question.topic == Topic.CUSTOMS:
+            _customs(reply, order, found, settings, today)
+        elif question.topic == Topic.REDIRECT:
+            _redirect(reply, session, order, found, today)
+        elif question.topic == Topic.SWITCH:
+            _switch(reply, session, order, question.wants, settings, now, conversation_id)
+        elif question.topic == Topic.RETURN:
+            _return(reply, order, found, settings, today)
+    if reply.offer is None:
+        reply.offer = offer
+    return reply
+
+
+def _main(found: Sequence[Parcel]) -> Optional[Parcel]:
+    """The parcel a question about "it" means: the first one not yet delivered, else the last delivered."""
+    for parcel in found:
+        if parcel.state.status != Status.DELIVERED:
+            return parcel
+    return found[-1] if found else None
+
+
+def _facts(order: Order, parcel: Parcel, settings: Settings, today: dt.date) -> _Facts:
+    return _Facts(order, parcel.shipment, parcel.state, settings, today)
+
+
+def _unshipped(found: Sequence[Parcel]) -> bool:
+    return not found or all(p.state.status == Status.PENDING and not p.shipment.events for p in found)
+
+
+def _status_gist(order: Order, settings: Settings, now: dt.datetime) -> Answer:
+    return status_answer(order, settings, now, goodwill=False)
+
+
+def _arrive_by(reply: Reply, order: Order, found: Sequence[Parcel], question: Question, settings: Settings,
+               now: dt.datetime, today: dt.date) -> None:
+    wanted = question.by or today
+    words = question.day_words or day(wanted, today)
+    if _unshipped(found):
+        promised = order.promised_date
+        if promised is not None and today <= promised <= wanted:
+            reply.add(f"It should: order {order.number} hasn't shipped yet, but we promised delivery by "
+                      f"{day(promised, today)}, {words}. You'll get a tracking link as soon as it leaves.")
+        else:
+            by = f" We promised delivery by {day(promised, today)}." if promised else ""
+            reply.add(f"I can't promise that: order {order.number} hasn't shipped yet.{by} A colleague can check "
+                      "with our warehouse when it will leave.",
+                      Offer(OFFER_HUMAN, handoff_reason=HandoffReason.DELIVERY_PROBLEM.value))
+        return
+    parcel = _main(found)
+    assert parcel is not None
+    state, facts = parcel.state, _facts(order, parcel, settings, today)
+    carrier = facts.carrier
+    if state.status == Status.DELIVERED and state.delivered_on is not None:
+        reply.add(f"It's already been delivered: {carrier} delivered it {day(state.delivered_on, today)}. If you "
+                  "can't find it, check with your neighbours and around your door, then tell me.")
+        return
+    if state.status == Status.AVAILABLE_FOR_PICKUP:
+        _pickup(reply, order, found, Question(Topic.PICKUP), settings, now, today,
+                lead="It's already there to collect.")
+        return
+    if state.presumed_lost or state.status == Status.RETURNED_TO_SENDER or (
+            state.status == Status.EXCEPTION and state.delay_reason == DelayReason.DAMAGED):
+        gist = _status_gist(order, settings, now)
+        reply.add(f"I'm afraid it won't arrive {words}. " + " ".join(gist.messages[:1]) +
+                  (f" {gist.steps}" if gist.steps else ""), gist.offer)
+        return
+    eta = facts.eta
+    if eta is not None and not state.stalled:
+        if eta <= wanted:
+            reply.add(f"It should: {carrier} expects to deliver it {day(eta, today)}, so {words} looks fine. "
+                      "I'll be honest though: carriers' dates can still slip.")
+        else:
+            gist = _status_gist(order, settings, now)
+            reply.add(f"Probably not, I'm sorry: {carrier} expects to deliver it {day(eta, today)}, which is "
+                      f"later than {words.split(' ', 1)[-1]}." + (f" {gist.steps}" if gist.steps else ""), gist.offer)
+        return
+    promised = facts.promised
+    if state.stalled:
+        gist = _status_gist(order, settings, now)
+        reply.add(f"I can't promise that: {facts.quiet()}, so I can't say when it will come. "
+                  + (gist.steps or ""), gist.offer)
+        return
+    if promised is not None and today <= promised <= wanted:
+        reply.add(f"It should: we promised it by {day(promised, today)} and {carrier} hasn't reported a problem, "
+                  f"though they haven't given a delivery date yet.")
+    else:
+        reply.add(f"I can't promise that: {carrier} hasn't given a delivery date yet"
+                  + (f", and the date we promised was {day(promised, today)}." if promised else "."))
+
+
+def _is_lost(reply: Reply, order: Order, found: Sequence[Parcel], settings: Settings, now: dt.datetime,
+             today: dt.date) -> None:
+    if _unshipped(found):
+        reply.add(f"No: order {order.number} hasn't left our warehouse yet, so it can't have been lost.")
+        return
+    parcel = _main(found)
+    assert parcel is not None
+    state, facts = parcel.state, _facts(order, parcel, settings, today)
+    gist = _status_gist(order, settings, now)
+    if state.presumed_lost:
+        reply.add("I'm afraid so. " + " ".join(gist.messages[:1]) + (f" {gist.steps}" if gist.steps else ""),
+                  gist.offer)
+        return
+    if state.status == Status.DELIVERED and state.delivered_on is not None:
+        reply.add(f"It isn't lost as far as {facts.carrier} knows: they delivered it {day(state.delivered_on, today)}. "
+                  + (gist.steps or ""), gist.offer)
+        return
+    if state.stalled:
+        lost_on = state.lost_on
+        when = f" If nothing moves, we treat it as lost {_on(lost_on, today)} and refund or replace it." \
+            if lost_on is not None and lost_on > today else ""
+        reply.add(f"Not as far as we know, but {facts.quiet()[0].lower()}{facts.quiet()[1:]}.{when} A colleague "
+                  f"can ask {facts.carrier} to trace it now.",
+                  Offer(OFFER_HUMAN, handoff_reason=HandoffReason.DELIVERY_PROBLEM.value))
+        return
+    scan = state.last_scan
+    seen = ""
+    if scan is not None:
+        place = f" in {scan.location}" if scan.location else ""
+        seen = f" {facts.carrier} last scanned it{facts.at(scan)}{place}."
+    reply.add(f"No, it isn't lost.{seen} " + " ".join(gist.messages[:1]).split(": ", 1)[-1], gist.offer
+              if gist.offer is not None and gist.offer.response == OFFER_CLAIM else None)
+
+
+def _next_step(reply: Reply, order: Order, settings: Settings, now: dt.datetime) -> None:
+    gist = _status_gist(order, settings, now)
+    if gist.steps:
+        reply.add(gist.steps, gist.offer)
+    else:
+        reply.add("There's nothing you need to do: " + gist.messages[0].split(": ", 1)[-1]
+                  .split(" Tracking: ")[0].split(" Last scan: ")[0])
+
+
+def _pickup(reply: Reply, order: Order, found: Sequence[Parcel], question: Question, settings: Settings,
+            now: dt.datetime, today: dt.date, lead: str = "") -> None:
+    parcel = _main(found)
+    someone = (" Someone else can collect it for you: they need the tracking number and their own photo ID, and "
+               "some pickup points also ask for a note signed by you.") if question.for_someone_else else ""
+    if parcel is None or _unshipped(found):
+        reply.add(f"Order {order.number} hasn't shipped yet, so there's nothing to collect.")
+        return
+    state, shipment = parcel.state, parcel.shipment
+    carrier = shipment.carrier.name
+    if state.status == Status.AVAILABLE_FOR_PICKUP:
+        scan = state.status_scan
+        where = scan.location if scan is not None and scan.location else f"a {carrier} pickup point"
+        arrived = scan.occurred_at.astimezone(settings.tz).date() if scan is not None else today
+        until = arrived + dt.timedelta(days=_hold_days(shipment, settings))
+        keep = (f" They keep it until {day(until, today)}." if until >= today else
+                f" They were keeping it until {day(until, today)}, so it may be on its way back to us; if it comes "
+                "back, we'll send it again or refund you.")
+        reply.add(f"{lead + ' ' if lead else ''}It's at {where}.{keep} Bring photo ID and the tracking number, "
+                  f"{shipment.tracking_number}.{someone}")
+        return
+    if state.status == Status.FAILED_ATTEMPT:
+        reply.add(f"{carrier} couldn't deliver it. {_missed_delivery(shipment)}{someone}")
+        return
+    if state.status == Status.DELIVERED and state.delivered_on is not None:
+        reply.add(f"There's nothing to collect: {carrier} delivered it {day(state.delivered_on, today)}.")
+        return
+    gist = _status_gist(order, settings, now)
+    reply.add("It isn't at a pickup point: " + gist.messages[0].split(": ", 1)[-1].split(" Tracking: ")[0]
+              + (" If it goes to one, the tracking link will say where." if not someone else someone))
+
+
+def _customs(reply: Reply, order: Order, found: Sequence[Parcel], settings: Settings, today: dt.date) -> None:
+    duties = settings.policy.duties
+    held = [p for p in found if p.state.status == Status.EXCEPTION and p.state.delay_reason == DelayReason.CUSTOMS]
+    if not held:
+        reply.add(f"Order {order.number} isn't held at customs. {duties}")
+        return
+    carrier = held[0].shipment.carrier.name
+    eta = held[0].state.eta
+    when = f" {carrier} still expects to deliver it {day(eta, today)}." if eta is not None and eta >= today else ""
+    reply.add(f"It's at customs because parcels that cross a border are checked before they can go on; that's "
+              f"routine, and {carrier} delivers it once it's cleared.{when} {duties}")
+
+
+def _redirect(reply: Reply, session: Session, order: Order, found: Sequence[Parcel], today: dt.date) -> None:
+    latest = latest_address_change(session, order)
+    current = _masked_address(order)
+    if latest is None or latest.state == AddressChangeState.REFUSED:
+        reply.add(f"There's no address change on order {order.number}: it's going to {current}. "
+                  "If you'd like to change it, just ask.")
+        return
+    new = latest.new_address
+    masked = mask_address(new.get("line1", ""), new.get("postcode", ""), new.get("city", ""))
+    masked = f"{masked}, {new.get('country', '')}"
+    when = day(latest.created_at.date(), today)
+    if latest.state == AddressChangeState.APPLIED:
+        reply.add(f"Yes: the address was changed {_on(latest.created_at.date(), today)} and order {order.number} "
+                  f"is going to {masked}.")
+        return
+    carrier = found[0].shipment.carrier.name if found else "the carrier"
+    reply.add(f"Your request of {when} to redirect order {order.number} to {masked} is with {carrier}. Redirects "
+              "usually take effect within a business day, and the tracking link shows the new address once they "
+              "have it.")
+
+
+def latest_address_change(session: Session, order: Order) -> Optional[AddressChangeRequest]:
+    return session.scalars(select(AddressChangeRequest).where(AddressChangeRequest.order_id == order.id)
+                           .order_by(AddressChangeRequest.created_at.desc(), AddressChangeRequest.id.desc())).first()
+
+
+def pending_redirect(session: Session, order: Order, today: dt.date) -> Optional[str]:
+    """A sentence about a redirect the carrier has not carried out yet, for the status answer."""
+    latest = latest_address_change(session, order)
+    if latest is None or latest.kind != AddressMode.REDIRECT or latest.state != AddressChangeState.REQUESTED:
+        return None
+    new = latest.new_address
+    masked = mask_address(new.get("line1", ""), new.get("postcode", ""), new.get("city", ""))
+    return (f"You asked {_on(latest.created_at.date(), today)} to redirect it to {masked}; redirects usually take "
+            "effect within a business day.")
+
+
+def _switch(reply: Reply, session: Session, order: Order, wants: str, settings: Settings, now: dt.datetime,
+            conversation_id: str) -> None:
+    booked = session.scalars(select(Resolution).where(Resolution.order_id == order.id)
+                             .order_by(Resolution.created_at.desc(), Resolution.id.desc()).with_for_update()).first()
+    if booked is None:
+        reply.add(f"Nothing is booked for order {order.number} yet, so you can still choose.",
+                  Offer(OFFER_CLAIM))
+        return
+    if wants and booked.kind == wants:
+        what = (f"a refund of {booked.amount} {booked.currency}" if booked.kind == ResolutionKind.REFUND
+                else "a replacement")
+        reply.add(f"That's what you have: {what} for order {order.number} was booked "
+                  f"{_on(booked.created_at.date(), now.astimezone(settings.tz).date())}.")
+        return
+    switched = claims.switch_resolution(session=session, order=order, resolution=booked, settings=settings, now=now,
+                                 conversation_id=conversation_id)
+    if switched:
+        if booked.kind == ResolutionKind.REFUND:
+            reply.add(f"Done: instead of the replacement, a refund of {booked.amount} {booked.currency} for order "
+                      f"{order.number} is on its way to your original payment method. It usually shows within 3-5 "
+                      "business days.")
+        else:
+            reply.add(f"Done: instead of the refund, a replacement for order {order.number} is booked and ships "
+                      "within one business day. You'll get a new tracking link by email.")
+        return
+    what = "refund" if booked.kind == ResolutionKind.REFUND else "replacement"
+    today = now.astimezone(settings.tz).date()
+    reply.add(f"The {what} for order {order.number} was booked {_on(booked.created_at.date(), today)} and is "
+              "already being carried out, so I can't change it myself. A colleague can see what's still possible.",
+              Offer(OFFER_HUMAN, handoff_reason=HandoffReason.RESOLUTION_CHANGE.value))
+
+
+def _return(reply: Reply, order: Order, found: Sequence[Parcel], settings: Settings, today: dt.date) -> None:
+    days = settings.policy.return_days
+    offer = Offer(OFFER_HUMAN, handoff_reason=HandoffReason.RETURN.value)
+    if _unshipped(found):
+        reply.add(f"Order {order.number} hasn't shipped yet, so it can still be cancelled. A colleague can cancel "
+                  "it for you and refund you in full.", offer)
+        return
+    delivered = [p.state.delivered_on for p in found if p.state.delivered_on is not None]
+    if delivered and len(delivered) == len(found):
+        until = max(delivered) + dt.timedelta(days=days)
+        if until >= today:
+            reply.add(f"You can send it back for a refund until {day(until, today)} ({days} days after delivery). "
+                      "A colleague can send you the return label.", offer)
+        else:
+            reply.add(f"The {days}-day return period for order {order.number} ended {_on(until, today)}, but a "
+                      "colleague can see what's possible.", offer)
+        return
+    reply.add(f"It's already on its way, so it can't be stopped now. Once it arrives you can send it back for a "
+              f"refund within {days} days; a colleague can send you the return label.", offer)
