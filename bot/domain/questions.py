@@ -41,7 +41,8 @@ _DAY_WORDS = (rf"(?:this\s+|next\s+|the\s+)?(?:{_WEEKDAY}|weekend)\b|tomorrow|tm
               rf"christmas|xmas|\d{{1,2}}{_ORDINAL}\s+(?:of\s+)?{_MONTH}|{_MONTH}\s+\d{{1,2}}{_ORDINAL}\b|"
               rf"the\s+\d{{1,2}}{_ORDINAL}\b")
 #: "by Friday", "before the weekend", "in time for Christmas", "on the 5th": the day a shopper needs it by.
-_BY_DAY = re.compile(rf"\b(by|before|until|till|til|in\s+time\s+for|on|for)\s+({_DAY_WORDS})", re.I)
+_BY_DAY = re.compile(rf"\b(by|before|until|till|til|in\s+time\s+for|on|for)\s+({_DAY_WORDS})|"
+                     r"\b()(tomorrow|tmrw|today|tonight|this\s+weekend)\b", re.I)
 #: Words that make a day phrase a question about the arrival, not about when it was ordered.
 _ARRIVAL = re.compile(
     r"\b(arriv\w*|come|coming|comes|get\s+(?:here|there|it|to\s+me)|be\s+(?:here|there|delivered)|deliver\w*|"
@@ -109,11 +110,12 @@ def questions(text: str, today: dt.date) -> List[Question]:
     found: List[Tuple[int, Question]] = []
     by_day = _BY_DAY.search(text)
     if by_day and _ARRIVAL.search(text):
-        when = _day(by_day.group(2), today)
+        word, day_words = (by_day.group(1), by_day.group(2)) if by_day.group(2) else ("", by_day.group(4))
+        when = _day(day_words, today)
         if when is not None:
-            before = by_day.group(1).lower() == "before"
+            before = word.lower() == "before"
             found.append((by_day.start(), Question(Topic.ARRIVE_BY, by=when - dt.timedelta(days=1) if before else when,
-                                                   day_words=_clean(f"{by_day.group(1)} {by_day.group(2)}"))))
+                                                   day_words=_clean(f"{word or 'by'} {day_words}"))))
     for topic, pattern in _PATTERNS:
         match = pattern.search(text)
         if match is None:
