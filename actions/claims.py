@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Text
+from typing import Any, Dict, List, Optional, Text
 
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, SlotSet
@@ -26,8 +26,9 @@ from actions.common import (
     still_verified,
 )
 from actions.context import context
-from actions.jobs import Reply
-from bot.domain.enums import ClaimOutcome, ResolutionKind
+from actions.jobs import ClaimDecision, Reply, claim_decision
+from bot.domain.enums import ClaimOutcome, ClaimReason, ResolutionKind
+from bot.domain.questions import claim_reason_in
 from bot.services import claims
 from bot.store.queries import get_order
 
@@ -57,6 +58,44 @@ class ValidateClaimForm(FormValidationAction):
 
     def name(self) -> Text:
         return "validate_claim_form"
+
+    async def extract_claim_reason(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                   domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if tracker.get_slot("requested_slot") != "claim_reason" or not answering(tracker):
+            return {}
+        text, intent = latest_text(tracker), latest_intent(tracker)
+        value = entity(tracker, "claim_reason") or claim_reason_in(text)
+        if value in ClaimReason.values():
+            return {"claim_reason": value}
+        if intent in LEAVING | PAUSING | DIGRESSIONS or text.startswith("/") or not text.strip():
+            return {}
+        return {"claim_reason": ""}
+
+    async def validate_claim_reason(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                    domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if value is None:  # cleared when the form starts; the form asks
+            return {}
+        if value not in ClaimReason.values():
+            return missed(dispatcher, tracker, "claim_reason", "utter_invalid_claim_reason")
+        number = tracker.get_slot("verified_order") or ""
+
+        def decide(session: Session) -> Optional[ClaimDecision]:
+            if not still_verified(session, tracker.sender_id, number):
+                return None
+            order = get_order(session=session, number=number)
+            return claim_decision(session, order, value, offer_person=True) if order is not None else None
+
+        outcome = await context().store(decide)
+        if outcome is None:
+            reply = Reply.unproven()
+            reply.send(dispatcher)
+            return {**{e["name"]: e["value"] for e in reply.events}, "claim_reason": None, "requested_slot": None}
+        for message in outcome.messages:
+            dispatcher.utter_message(**message)
+        slots = {e["name"]: e["value"] for e in outcome.events if e.get("event") == "slot"}
+        if outcome.eligible:
+            return {**slots, "failed_answers": 0}
+        return {**slots, "claim_reason": None, "requested_slot": None}
 
     async def extract_delivery_checked(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                                        domain: Dict[Text, Any]) -> Dict[Text, Any]:
@@ -118,6 +157,10 @@ class ValidateClaimForm(FormValidationAction):
 
 class ActionAskResolutionChoice(AskQuestion):
     slot = "resolution_choice"
+
+
+class ActionAskClaimReason(AskQuestion):
+    slot = "claim_reason"
 
 
 class ActionAskDeliveryChecked(AskQuestion):

@@ -129,6 +129,8 @@ EXPLANATIONS: Dict[str, Dict[str, str]] = {
     "new_country": {"ask_help": "utter_help_new_country", "dont_know": "utter_new_address_unknown",
                     "twice": "utter_address_other_ways"},
     "address_confirmed": {"ask_help": "utter_help_address_confirmed", "dont_know": "utter_help_address_confirmed"},
+    "claim_reason": {"ask_help": "utter_help_claim_reason", "dont_know": "utter_help_claim_reason",
+                     "twice": "utter_offer_human"},
     "delivery_checked": {"ask_help": "utter_help_delivery_checked", "dont_know": "utter_help_delivery_checked",
                          "twice": "utter_claim_other_ways"},
     "resolution_choice": {"ask_help": "utter_help_resolution_choice", "dont_know": "utter_help_resolution_choice",

@@ -225,32 +225,69 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
 
 def _claim(session: Session, reply: Reply, order: Order, claim_reason: Optional[str]) -> Reply:
     ctx = context()
-    config, moment = ctx.settings, ctx.now()
-    reason = claim_reason or claims.guess_reason(order, config, moment)
+    reason = claim_reason or claims.guess_reason(order, ctx.settings, ctx.now())
+    start = [SlotSet("resolution_choice", None), SlotSet("next_form", "claim_form")]
     if reason is None:
-        return reply.say("utter_ask_claim_reason")
+        # The claim form asks what happened, with a way out; its answer is decided like this one.
+        reply.events += [SlotSet("claim_reason", None), SlotSet("delivery_checked", None), *start]
+        return reply
+    outcome = claim_decision(session, order, reason)
+    reply.messages += outcome.messages
+    reply.events += outcome.events
+    if outcome.eligible:
+        reply.events += start
+    reply.hand_off = outcome.hand_off
+    return reply
+
+
+@dataclass
+class ClaimDecision:
+    """What the shopper is told about a claim for `reason`, the slots it sets, and whether the choice follows."""
+
+    messages: List[Dict[str, Any]] = field(default_factory=list)
+    events: List[EventType] = field(default_factory=list)
+    eligible: bool = False
+    hand_off: Optional[str] = None
+
+
+def claim_decision(session: Session, order: Order, reason: str, *, offer_person: bool = False) -> ClaimDecision:
+    """The policy's decision on a claim, as the shopper hears it.
+
+    Eligible: the decision's words, and the neighbour check first for a parcel
+    scanned as delivered.  A person needed: handed over (or, with
+    `offer_person`, offered).  Booked before: what was booked and, while it can
+    still change, the offer of the other choice.  Not yet: why, and when.
+    """
+    ctx = context()
+    config, moment = ctx.settings, ctx.now()
     decision = claims.decide(session=session, order=order, reason=reason, settings=config, now=moment)
-    reply.say(decision.response, **decision.wording)
+    result = ClaimDecision(messages=[{"response": decision.response, **decision.wording}])
     if decision.outcome == ClaimOutcome.ELIGIBLE:
-        reply.events += [SlotSet("claim_reason", reason), SlotSet("resolution_choice", None),
-                         SlotSet("delivery_checked", None if decision.check_first else True),
-                         SlotSet("next_form", "claim_form")]
+        result.eligible = True
+        result.events += [SlotSet("claim_reason", reason),
+                          SlotSet("delivery_checked", None if decision.check_first else True)]
     elif decision.outcome == ClaimOutcome.HUMAN:
-        reply.events.append(SlotSet("claim_reason", reason))
-        reply.hand_off = decision.human_reason or "policy"
+        result.events.append(SlotSet("claim_reason", reason))
+        reason_for_person = decision.human_reason or "policy"
+        if offer_person:
+            result.messages.append({"response": "utter_offer_human"})
+            result.events.append(SlotSet("handoff_reason", str(reason_for_person)))
+        else:
+            result.hand_off = reason_for_person
     elif decision.outcome == ClaimOutcome.ALREADY and decision.existing is not None:
         # Booked, perhaps not carried out yet: the other choice is offered while it can still be changed.
-        reply.events.append(SlotSet("claim_reason", None))
+        result.events.append(SlotSet("claim_reason", None))
         if claims.can_switch(decision.existing, config, moment):
-            reply.say("utter_offer_switch_to_refund" if decision.existing.kind == ResolutionKind.RESHIP
-                      else "utter_offer_switch_to_reship")
+            result.messages.append({"response": "utter_offer_switch_to_refund"
+                                    if decision.existing.kind == ResolutionKind.RESHIP
+                                    else "utter_offer_switch_to_reship"})
         else:
-            reply.say("utter_offer_human")
-            reply.events.append(SlotSet("handoff_reason", HandoffReason.RESOLUTION_CHANGE.value))
+            result.messages.append({"response": "utter_offer_human"})
+            result.events.append(SlotSet("handoff_reason", HandoffReason.RESOLUTION_CHANGE.value))
     else:
-        reply.say("utter_anything_else")
-        reply.events.append(SlotSet("claim_reason", None))
-    return reply
+        result.messages.append({"response": "utter_anything_else"})
+        result.events.append(SlotSet("claim_reason", None))
+    return result
 
 
 class ActionStatusDigression(Action):

@@ -43,7 +43,7 @@ from bot.domain.parsing import (
     find_postcode,
     find_tracking_number,
 )
-from bot.domain.questions import questions
+from bot.domain.questions import claim_reason_in, questions
 from bot.services import address
 from bot.services.verification import choice_line, look_up, verify
 
@@ -85,7 +85,7 @@ async def route(dispatcher: CollectingDispatcher, tracker: Tracker, job: str,
     new = address.address_in_request(text)
     if job == Job.ADDRESS:
         events.append(SlotSet("address_in_request", address.one_line(new) if new else None))
-    reason = entity(tracker, "claim_reason")
+    reason = entity(tracker, "claim_reason") or (claim_reason_in(text) if job == Job.CLAIM else None)
     if reason in ClaimReason.values():
         events.append(SlotSet("claim_reason", reason))
     reference = details.order_number or details.tracking_number

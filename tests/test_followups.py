@@ -147,7 +147,7 @@ def test_is_it_lost_tells_the_truth_for_each_situation(demo_session, settings):
     assert text_of(stalled).startswith("Not as far as we know") and "no scan" in text_of(stalled)
     assert "trace" in text_of(stalled) and stalled.offer.response == OFFER_HUMAN
     moving = ask(demo_session, settings, showcase(demo_session, "in_transit_on_time"), "is it lost?")
-    assert text_of(moving).startswith("No, it isn't lost.") and "last scanned it" in text_of(moving)
+    assert text_of(moving).startswith("No, it isn't lost:") and "last scanned it" in text_of(moving)
     delivered = ask(demo_session, settings, showcase(demo_session, "delivered_disputed"), "has it been lost")
     assert "delivered it" in text_of(delivered) and "neighbours" in text_of(delivered)
 
@@ -208,7 +208,8 @@ def test_not_wanting_it_anymore_is_a_cancellation_or_a_return_not_a_claim(demo_s
     assert "can still be cancelled" in text_of(unshipped) and unshipped.offer.response == OFFER_HUMAN
     delivered = ask(demo_session, settings, showcase(demo_session, "delivered"), "i dont want it anymore")
     assert "send it back for a refund until" in text_of(delivered)
-    moving = ask(demo_session, settings, showcase(demo_session, "in_transit_on_time"), "changed my mind, cancel my order")
+    moving = ask(demo_session, settings, showcase(demo_session, "in_transit_on_time"),
+                 "changed my mind, cancel my order")
     assert "can't be stopped now" in text_of(moving)
 
 

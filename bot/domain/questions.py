@@ -196,3 +196,28 @@ def _day(words: str, today: dt.date) -> Optional[dt.date]:
 
 def _next_weekday(today: dt.date, weekday: int) -> dt.date:
     return today + dt.timedelta(days=(weekday - today.weekday()) % 7)
+
+
+#: Why a shopper wants a refund or a replacement, in their words (claim reasons, bot.domain.enums.ClaimReason).
+_CLAIM_REASONS: Tuple[Tuple[str, re.Pattern[str]], ...] = (
+    ("damaged", re.compile(r"\b(?:damaged|broken|smashed|crushed|dented|torn|ripped|wet|leak\w*|cracked|"
+                           r"shattered|destroyed|arrived\s+(?:in\s+pieces|broken))\b", re.I)),
+    ("not_received", re.compile(
+        r"\bnever\s+(?:arrived|came|come|got\s+(?:it|here)|received|showed\s+up|turned\s+up|delivered)|"
+        r"\b(?:didn'?t|did\s+not|haven'?t|have\s+not|hasn'?t|has\s+not|never)\s+(?:get|got|arrive\w*|receive\w*|"
+        r"come|came|turn\w*\s+up|show\w*\s+up)\b|\bnot\s+(?:received|arrived|here|there)\b|"
+        r"\b(?:isn'?t|is\s+not|wasn'?t|was\s+not)\s+(?:here|there)\b|\bnowhere\s+to\s+be\s+found\b|"
+        r"\b(?:stolen|missing)\b", re.I)),
+    ("lost", re.compile(r"\blost\b", re.I)),
+    ("late", re.compile(r"\b(?:late|delayed|taking\s+(?:forever|ages|too\s+long)|overdue)\b", re.I)),
+)
+
+
+def claim_reason_in(text: str) -> Optional[str]:
+    """The claim reason a message gives ("it arrived broken" -> damaged), or None."""
+    if not text or text.startswith("/"):
+        return None
+    for reason, pattern in _CLAIM_REASONS:
+        if pattern.search(text):
+            return reason
+    return None

@@ -133,7 +133,7 @@ def _arrive_by(reply: Reply, order: Order, found: Sequence[Parcel], question: Qu
     if state.presumed_lost or state.status == Status.RETURNED_TO_SENDER or (
             state.status == Status.EXCEPTION and state.delay_reason == DelayReason.DAMAGED):
         gist = _status_gist(order, settings, now)
-        reply.add(f"I'm afraid it won't arrive {words}. " + " ".join(gist.messages[:1]) +
+        reply.add(f"I'm afraid it won't arrive {words}. " + _gist(gist) +
                   (f" {gist.steps}" if gist.steps else ""), gist.offer)
         return
     eta = facts.eta
@@ -170,7 +170,7 @@ def _is_lost(reply: Reply, order: Order, found: Sequence[Parcel], settings: Sett
     state, facts = parcel.state, _facts(order, parcel, settings, today)
     gist = _status_gist(order, settings, now)
     if state.presumed_lost:
-        reply.add("I'm afraid so. " + " ".join(gist.messages[:1]) + (f" {gist.steps}" if gist.steps else ""),
+        reply.add("I'm afraid so. " + _gist(gist) + (f" {gist.steps}" if gist.steps else ""),
                   gist.offer)
         return
     if state.status == Status.DELIVERED and state.delivered_on is not None:
@@ -189,9 +189,22 @@ def _is_lost(reply: Reply, order: Order, found: Sequence[Parcel], settings: Sett
     seen = ""
     if scan is not None:
         place = f" in {scan.location}" if scan.location else ""
-        seen = f" {facts.carrier} last scanned it{facts.at(scan)}{place}."
-    reply.add(f"No, it isn't lost.{seen} " + " ".join(gist.messages[:1]).split(": ", 1)[-1], gist.offer
+        seen = f": {facts.carrier} last scanned it{facts.at(scan)}{place}"
+    eta = facts.eta
+    expects = f" {facts.carrier} expects to deliver it {day(eta, today)}." if eta is not None else ""
+    reply.add(f"No, it isn't lost{seen}.{expects}", gist.offer
               if gist.offer is not None and gist.offer.response == OFFER_CLAIM else None)
+
+
+def _gist(answer: Answer) -> str:
+    """The first parcel's situation in the status answer, without its label, last scan and tracking link."""
+    first = answer.messages[0]
+    first = first.split(" Last scan: ")[0].split(" Tracking: ")[0]
+    if first.startswith("Order ") and ": " in first:
+        first = first.split(": ", 1)[1]
+    elif first.startswith("Order "):
+        first = "It " + first.split(" ", 2)[2]
+    return first[:1].upper() + first[1:]
 
 
 def _next_step(reply: Reply, order: Order, settings: Settings, now: dt.datetime) -> None:
@@ -199,8 +212,7 @@ def _next_step(reply: Reply, order: Order, settings: Settings, now: dt.datetime)
     if gist.steps:
         reply.add(gist.steps, gist.offer)
     else:
-        reply.add("There's nothing you need to do: " + gist.messages[0].split(": ", 1)[-1]
-                  .split(" Tracking: ")[0].split(" Last scan: ")[0])
+        reply.add(f"There's nothing you need to do. {_gist(gist)}")
 
 
 def _pickup(reply: Reply, order: Order, found: Sequence[Parcel], question: Question, settings: Settings,
@@ -231,7 +243,7 @@ def _pickup(reply: Reply, order: Order, found: Sequence[Parcel], question: Quest
         reply.add(f"There's nothing to collect: {carrier} delivered it {day(state.delivered_on, today)}.")
         return
     gist = _status_gist(order, settings, now)
-    reply.add("It isn't at a pickup point: " + gist.messages[0].split(": ", 1)[-1].split(" Tracking: ")[0]
+    reply.add(f"It isn't at a pickup point. {_gist(gist)}"
               + (" If it goes to one, the tracking link will say where." if not someone else someone))
 
 
