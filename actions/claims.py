@@ -75,6 +75,8 @@ class ValidateClaimForm(FormValidationAction):
                                     domain: Dict[Text, Any]) -> Dict[Text, Any]:
         if value is None:  # cleared when the form starts; the form asks
             return {}
+        if tracker.get_slot("requested_slot") != "claim_reason" or not answering(tracker):
+            return {}  # given with the request: action_continue_job has decided it already
         if value not in ClaimReason.values():
             return missed(dispatcher, tracker, "claim_reason", "utter_invalid_claim_reason")
         number = tracker.get_slot("verified_order") or ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Text
 
@@ -20,6 +21,8 @@ from bot.services.handoff import availability, helpdesk_payload, open_handoff
 from bot.store.models import Order
 from bot.store.queries import get_order
 
+#: Words that ask where the order is, besides the follow-up questions of the same message.
+ASKS_STATUS = re.compile(r"\bwhere\b|\bstatus\b|\btrack(?:ing)?\b|\bany\s+(?:news|update)", re.I)
 #: Follow-up questions that turn a refund-or-replacement request into something else.
 NOT_A_CLAIM = frozenset({Topic.SWITCH, Topic.RETURN})
 
@@ -201,7 +204,8 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
                   (job == Job.CLAIM and any(q.topic in NOT_A_CLAIM for q in found))):
         # A long message gets the status first (when this conversation hasn't had it), then each answer.
         offer = None
-        if job in (Job.STATUS, Job.DELAY) and asked.status_told != order.number:
+        asks_status = job in (Job.STATUS, Job.DELAY) or bool(ASKS_STATUS.search(asked.question))
+        if asks_status and asked.status_told != order.number:
             offer = _status(session, reply, order, asked, delay=job == Job.DELAY, then=True).offer
         _answer_questions(session, reply, order, found, conversation_id, offer)
         return reply

@@ -108,7 +108,9 @@ def questions(text: str, today: dt.date) -> List[Question]:
     if not text or text.startswith("/"):
         return []
     found: List[Tuple[int, Question]] = []
-    by_day = _BY_DAY.search(text)
+    # "it's for Sunday, will it arrive before Saturday?": the deadline word wins over "on" and "for".
+    days = sorted(_BY_DAY.finditer(text), key=lambda m: (m.group(1) or "").lower() in ("", "on", "for"))
+    by_day = days[0] if days else None
     if by_day and _ARRIVAL.search(text):
         word, day_words = (by_day.group(1), by_day.group(2)) if by_day.group(2) else ("", by_day.group(4))
         when = _day(day_words, today)

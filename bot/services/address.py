@@ -255,7 +255,7 @@ def address_in_request(text: str) -> AddressParts:
     10435 Berlin"): a street with a town or postcode after "to", "is" or a colon; else empty parts.
     """
     text = text or ""
-    starts = [m.end() for m in re.finditer(r"(?:\bto\b|\bis\b|:)\s*", text, re.I)]
+    starts = [m.end() for m in re.finditer(r"(?:\bto\b|\bis\b|\binstead\b|[:?!]|\.(?=\s))\s*", text, re.I)]
     for start in reversed([0] + starts):
         parts = parse_address(text[start:])
         if parts.street and (parts.postcode or parts.city):

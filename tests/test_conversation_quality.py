@@ -1,0 +1,184 @@
+"""The conversations shoppers had in review, replayed over REST against the running assistant.
+
+Each test is one of the issue's examples, or a variant of it: follow-up
+questions in context, claims that go through the situation first, a booked
+resolution changed, long messages with several questions, and the ways a
+shopper without the order number or with a sent-back parcel gets on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Dict, List
+
+import pytest
+
+from .helpers.shopper import rest_messages, texts
+
+
+@pytest.fixture(scope="module")
+def server(assistant):
+    return assistant
+
+
+class Chat:
+    def __init__(self, server):
+        self.server, self.sender = server, f"quality-{uuid.uuid4().hex[:8]}"
+        self.last: List[Dict[str, Any]] = []
+
+    def say(self, text: str) -> str:
+        self.last = rest_messages(self.server["url"], self.sender, text)
+        return "\n".join(texts(self.last))
+
+    def buttons(self) -> List[str]:
+        return [button["title"] for message in self.last for button in message.get("buttons") or []]
+
+    def verified(self, order: Dict[str, Any], question: str = "where is my order") -> str:
+        """Ask about `order` with its number and email in one message; the answer after the check."""
+        reply = self.say(f"{question} {order['order_number']} {order['email']}")
+        assert "that matches" in reply, reply
+        return reply
+
+
+@pytest.mark.parametrize("scenario", ["in_transit_on_time", "late_no_reason"])
+def test_where_is_and_the_order_number_is_a_status_question(server, scenario):
+    """"where is WS-1003" got "Sorry, I didn't quite get that", twice."""
+    order = server["orders"][scenario]
+    chat = Chat(server)
+    reply = chat.say(f"where is {order['order_number']}")
+    assert "didn't quite get" not in reply and "email address on the order, or the delivery postcode" in reply
+
+
+def test_what_do_i_do_after_a_missed_delivery_gets_the_carriers_instructions(server):
+    chat = Chat(server)
+    chat.verified(server["orders"]["failed_attempt"])
+    reply = chat.say("so what do I do now?")
+    assert "redelivery" in reply.lower() and "What happened to the parcel" not in reply
+
+
+def test_why_customs_and_do_i_pay_duties_are_answered_with_the_policy(server):
+    chat = Chat(server)
+    chat.verified(server["orders"]["exception"])
+    reply = chat.say("why customs? do I pay duties?")
+    assert "customs" in reply and "import duties" in reply and "not something I can help" not in reply
+
+
+def test_the_pickup_point_says_where_until_when_and_who_may_collect(server):
+    order = server["orders"]["available_for_pickup"]
+    chat = Chat(server)
+    status = chat.verified(order)
+    assert "pickup point" in status and "until" in status and "photo ID" in status
+    reply = chat.say("can my husband collect it?")
+    assert "Someone else can collect it" in reply and order["tracking_numbers"][0] in reply
+
+
+def test_a_lost_parcel_leads_with_an_apology_and_offers_refund_or_replacement(server):
+    chat = Chat(server)
+    reply = chat.verified(server["orders"]["lost"])
+    assert "sorry" in reply.lower() and "refund or a free replacement" in reply
+    assert "Refund or replacement" in chat.buttons()
+
+
+def test_a_sent_back_parcel_can_go_again_to_the_same_address(server):
+    """"same address, just resend" kept asking for a new street."""
+    chat = Chat(server)
+    reply = chat.verified(server["orders"]["returned_to_sender"])
+    assert "sent it back" in reply and "Change the address" in chat.buttons()
+    assert "new street" in chat.say("/change_address")
+    reply = chat.say("same address, just resend it")
+    assert "nothing was changed" in reply and "replacement" in reply and "new street" not in reply
+    assert "Refund or replacement" in chat.buttons()
+
+
+def test_a_verified_shopper_giving_an_office_address_is_not_checked_again(server):
+    order = server["orders"]["not_shipped"]
+    chat = Chat(server)
+    chat.verified(order)
+    reply = chat.say("send it to my office instead? Friedrichstraße 100, 10117 Berlin")
+    assert "doesn't match" not in reply and "Which country?" in reply
+    assert "to Friedrichstraße 100, 10117 Berlin, DE?" in chat.say("Germany")
+
+
+def test_a_delivered_parcel_claim_shows_the_scan_and_asks_about_neighbours_first(server):
+    """No refund for a parcel scanned as delivered before the shopper has looked; no loop on the reason."""
+    order = server["orders"]["delivered_disputed"]
+    chat = Chat(server)
+    reply = chat.verified(order, "I want a refund for")
+    assert "What happened to the parcel?" in reply
+    reply = chat.say("IT NEVER ARRIVED. I just told you")
+    assert "What happened to the parcel?" not in reply
+    assert "scanned order" in reply and "as delivered" in reply and "neighbour" in reply
+    assert reply.count("as delivered") == 1 and "refund of" not in reply
+    # Not checked yet: nothing is booked, and the shopper knows what to do.
+    reply = chat.say("not yet, I'll look")
+    assert "Good idea" in reply and "refund of" not in reply
+    # Back after looking.
+    reply = chat.say("it never arrived, I want a refund")
+    assert "as delivered" in reply and "Have you checked" in reply
+    reply = chat.say("yes I checked, it's not there")
+    assert "refund or a replacement" in reply.lower()
+    assert "refund of" in chat.say("refund please")
+
+
+def test_a_booked_replacement_can_become_a_refund(server):
+    """"can I have a refund instead?" got "already settled" twice."""
+    order = server["orders"]["lost"]
+    chat = Chat(server)
+    reply = chat.say(f"my parcel {order['order_number']} got lost, I want a new one, {order['email']}")
+    assert "refund or a free replacement" in reply
+    assert "replacement for order" in chat.say("replacement")
+    reply = chat.say("can I have a refund instead?")
+    assert "instead of the replacement, a refund of" in reply and "already settled" not in reply
+    again = chat.say("I want a refund")
+    assert "already settled: a refund of" in again and "Replacement instead" in chat.buttons()
+
+
+def test_a_long_message_gets_every_answer_in_order(server):
+    order = server["orders"]["in_transit_on_time"]
+    chat = Chat(server)
+    reply = chat.say(f"hi, this is about {order['order_number']}, my email is {order['email']}. where is it? my son's "
+                     "birthday is on sunday so will it arrive before saturday? and honestly is it lost?? "
+                     "the tracking hasn't changed much")
+    assert "on its way" in reply
+    assert reply.index("on its way") < reply.index("before Saturday") < reply.index("isn't lost")
+
+
+def test_asking_again_gives_no_second_discount_code(server):
+    chat = Chat(server)
+    first = chat.verified(server["orders"]["late_with_reason"])
+    assert "discount code" in first
+    again = chat.say("where is it now?")
+    assert "late" in again and "discount code" not in again
+
+
+def test_without_the_order_number_the_shopper_is_offered_the_other_ways(server):
+    """"I don't know my order number" was answered by asking for it."""
+    chat = Chat(server)
+    reply = chat.say("I don't know my order number, where is my parcel?")
+    assert "email address and delivery postcode" in reply and "What's your order number?" not in reply
+    assert "Email and postcode" in chat.buttons()
+
+
+def test_swearing_does_not_hide_the_question(server):
+    chat = Chat(server)
+    chat.verified(server["orders"]["stalled"])
+    reply = chat.say("wtf is it lost??")
+    assert "Not as far as we know" in reply and "trace" in reply
+
+
+def test_not_wanting_it_anymore_is_a_return_not_a_claim(server):
+    chat = Chat(server)
+    chat.verified(server["orders"]["delivered"])
+    reply = chat.say("I don't want it anymore")
+    assert "send it back for a refund" in reply and "What happened to the parcel" not in reply
+
+
+def test_a_pending_redirect_is_shown_and_can_be_asked_about(server):
+    order = server["orders"]["shipped_redirect_possible"]
+    chat = Chat(server)
+    chat.verified(order, "I need to change the delivery address of")
+    chat.say("Kastanienallee 12, 10435 Berlin, Germany")
+    assert "redirect order" in chat.say("yes")
+    assert "You asked today to redirect it to Ka" in chat.say("where is it now?")
+    reply = chat.say("did my redirect go through?")
+    assert "to redirect order" in reply and "is with" in reply
