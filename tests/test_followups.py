@@ -45,6 +45,7 @@ from .test_answers import TODAY, dates_in, showcase
     # Not follow-up questions: other things that share their words.
     ("no I don't want to change it, I'm just asking", []),
     ("I lost my password", []),
+    ("How can I order a custom made sofa", []),
     ("where do penguins live", []),
     ("I ordered it on Monday", []),
     ("cancel it", []),
@@ -85,7 +86,7 @@ def test_a_switch_says_what_the_shopper_wants_instead(text, wants):
 def _classified(text: str, intent: str) -> Message:
     message = Message(data={"text": text, "intent": {"name": intent, "confidence": 0.6},
                             "intent_ranking": [{"name": intent, "confidence": 0.6}]})
-    OrderQuestionReader().process([message])
+    OrderQuestionReader("WS-").process([message])
     return message
 
 
@@ -99,6 +100,12 @@ def _classified(text: str, intent: str) -> Message:
     ("stop", "stop", "stop"),
     ("where do penguins live", "out_of_scope", "out_of_scope"),
     ("I lost my password", "out_of_scope", "out_of_scope"),
+    # Naming an order as one is written is giving that order, whatever the classifier heard.
+    ("got charged twice 2x 49,95 for ws 1186, where is it", "out_of_scope", "inform"),
+    ("Bestellung WS-1003 wo ist sie", "nlu_fallback", "inform"),
+    ("is 1009 a prime number", "out_of_scope", "out_of_scope"),
+    ("what is 15 times 230", "out_of_scope", "out_of_scope"),
+    ("thanks, WS-1003 arrived", "thanks", "thanks"),  # only out of scope and not understood are re-read
 ])
 def test_a_missed_follow_up_question_becomes_an_order_question(text, heard, becomes):
     message = _classified(text, heard)

@@ -24,7 +24,7 @@ ALLOWED: Dict[str, Set[str]] = {
     "connectors": {"bot.domain", "bot.config", "bot.store", "bot.services"},
     "bot.console": {"bot.domain", "bot.config", "bot.store", "bot.services", "bot.serving"},
     "bot.serving": {"bot.domain", "bot.config", "bot.store", "bot.services"},
-    "bot.nlu": {"bot.domain"},
+    "bot.nlu": {"bot.domain", "bot.config"},
     "bot.cli": {"bot.domain", "bot.config", "bot.store", "bot.services", "bot.console", "bot.serving"},
     "bot.__main__": {"bot.cli"},
     "tools": {"bot.domain", "bot.config", "bot.store", "bot.services", "bot.serving"},

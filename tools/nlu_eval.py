@@ -7,7 +7,7 @@ and prints, for each:
 - **job routing**: of the messages labelled with one of the five jobs (`CORE_INTENTS`),
   the share whose predicted intent starts the right flow (`flow()`, `FLOWS`): order status
   and delay are one flow (both verify the order, then report its status and delay), and
-  `inform` and `lookup_order` start that same flow (the rules send them to
+  `inform`, `lookup_order` and `ask_about_order` start that same flow (the rules send them to
   `action_route_job`, whose job is the status one when none is pending); `insult` counts
   for `human_handoff` (the bot answers calmly and offers a person);
 - macro-F1 over the five core intents (and with status and delay as one);
@@ -44,10 +44,11 @@ CORE_INTENTS = ("order_status", "delivery_delay", "change_address", "refund_or_r
 WISMO = {"order_status": "wismo", "delivery_delay": "wismo"}
 #: The flow each predicted intent starts, as data/rules/ says; any other intent starts its own (or none).
 #: Status and delay are one flow (verify the order, then its status and delay); `inform` and `lookup_order`
-#: go to `action_route_job` too, which picks the status job when no other is pending; abuse (`insult`) is
+#: go to `action_route_job` too, which picks the status job when no other is pending (so does a follow-up
+#: question, `ask_about_order`, which answers it after the check, or the status); abuse (`insult`) is
 #: answered calmly with the offer of a person, which a "yes" accepts.
 FLOWS = {"order_status": "wismo", "delivery_delay": "wismo", "inform": "wismo", "lookup_order": "wismo",
-         "insult": "human_handoff"}
+         "ask_about_order": "wismo", "insult": "human_handoff"}
 #: Predictions that keep an out-of-scope message out of every order flow.
 KEPT_OUT = ("out_of_scope", "nlu_fallback")
 #: Intents whose message the actions read details from (`action_route_job`, loosely).
@@ -294,7 +295,7 @@ def render(result: Dict[str, Any]) -> str:
         f"messages: {result['messages']}",
         f"strict intent accuracy:        {result['strict_accuracy']:.3f}",
         f"job routing:                   {_pct(result.get('job_routing'))}   "
-        f"({result.get('job_messages', 0)} job messages; status, delay, inform and lookup_order start one flow)",
+        f"({result.get('job_messages', 0)} job messages; status, delay, inform, lookup_order and ask_about_order start one flow)",
         f"core intents macro-F1:         {result['core_macro_f1']:.3f}",
         f"core macro-F1, WISMO routing:  {result['core_macro_f1_wismo_routing']:.3f}",
         f"out-of-scope recognition:      {_pct(result.get('out_of_scope_recognition'))}   "

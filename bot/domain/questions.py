@@ -63,7 +63,7 @@ _PATTERNS: Tuple[Tuple[Topic, re.Pattern[str]], ...] = (
         r"\bpost\s*office\b|\bhow\s+long\s+(?:will|do|does|can|is)\s+(?:they|it|you)\s+(?:keep|hold|stay|be\s+kept)",
         re.I)),
     (Topic.CUSTOMS, re.compile(
-        r"\bcustoms?\b|\bdut(?:y|ies)\b|\bimport\s+(?:tax|taxes|fee|fees|charge|charges|vat)\b|"
+        r"\bcustoms\b|\bcustom\s+(?:check|clearance|fees?|charges?|duty|duties|office|hold)\b|\bdut(?:y|ies)\b|\bimport\s+(?:tax|taxes|fee|fees|charge|charges|vat)\b|"
         r"\bdo\s+i\s+(?:have\s+to\s+|need\s+to\s+)?pay\s+(?:anything|extra|any|tax|taxes|fees?|vat|more)\b|"
         r"\bextra\s+(?:fees?|charges?|costs?)\b", re.I)),
     (Topic.REDIRECT, re.compile(

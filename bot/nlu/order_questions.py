@@ -1,4 +1,4 @@
-"""Reads a follow-up question about an order where the intent classifier heard something else.
+"""Reads an order question where the intent classifier heard something else.
 
 "so what do I do now?", "do I pay duties?", "wtf is it lost??" name nothing
 the classifier has seen often; their words (bot.domain.questions) say plainly
@@ -7,6 +7,11 @@ the fallback classifier: a message that asks such a question and was not
 already taken for an order question becomes `ask_about_order`, and the actions
 answer each question it asks.  Ways out keep their intent unless the message
 asks about the order too, so "stop" and "a person, please" still do what they say.
+
+A message taken for out of scope (or not understood) that names an order as
+one is written ("got charged twice for ws 1186, where is it", "1Z 999 AA1 01
+2345 6784") is the shopper giving that order: it becomes `inform`, and the
+rules start the order check with the number in it.
 """
 
 from __future__ import annotations
@@ -22,11 +27,15 @@ from rasa.nlu.classifiers.classifier import IntentClassifier
 from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY, INTENT_RANKING_KEY, PREDICTED_CONFIDENCE_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
+from bot.config import get_settings
+from bot.domain.parsing import find_order_reference
 from bot.domain.questions import questions
 
 #: The intent the assistant answers follow-up questions for.
 ASK_ABOUT_ORDER = "ask_about_order"
 #: Intents that already reach the order flows (the actions read the questions from the text there).
+#: Intents that keep a message out of the order flows; a message naming an order is not kept out.
+KEPT_OUT = frozenset({"out_of_scope", "nlu_fallback"})
 ORDER_INTENTS = frozenset({"order_status", "delivery_delay", "change_address", "refund_or_reship",
                            "ask_delivery_address", ASK_ABOUT_ORDER, "human_handoff", "lookup_order"})
 
@@ -35,26 +44,33 @@ ORDER_INTENTS = frozenset({"order_status", "delivery_delay", "change_address", "
 class OrderQuestionReader(GraphComponent, IntentClassifier):
     """Sets `ask_about_order` on a message that asks a follow-up question the classifier missed."""
 
+    def __init__(self, order_number_prefix: str = "") -> None:
+        self.prefix = order_number_prefix
+
     @classmethod
     def create(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
                execution_context: ExecutionContext) -> OrderQuestionReader:
-        return cls()
+        return cls(get_settings().order_number_prefix)
 
     def process(self, messages: List[Message]) -> List[Message]:
         for message in messages:
             self._read(message)
         return messages
 
-    @staticmethod
-    def _read(message: Message) -> None:
-        intent = message.get(INTENT) or {}
-        if intent.get(INTENT_NAME_KEY) in ORDER_INTENTS:
+    def _read(self, message: Message) -> None:
+        intent = (message.get(INTENT) or {}).get(INTENT_NAME_KEY)
+        text = message.get(TEXT) or ""
+        if intent in ORDER_INTENTS or text.startswith("/"):
             return
         # The day only matters to the answer; any day finds the same questions.
-        if not questions(message.get(TEXT) or "", dt.date.today()):
-            return
-        message.set(INTENT, {INTENT_NAME_KEY: ASK_ABOUT_ORDER, PREDICTED_CONFIDENCE_KEY: 1.0}, add_to_output=True)
-        ranking = [entry for entry in message.get(INTENT_RANKING_KEY) or []
-                   if entry.get(INTENT_NAME_KEY) != ASK_ABOUT_ORDER]
-        message.set(INTENT_RANKING_KEY, [{INTENT_NAME_KEY: ASK_ABOUT_ORDER, PREDICTED_CONFIDENCE_KEY: 1.0}, *ranking],
-                    add_to_output=True)
+        if questions(text, dt.date.today()):
+            _set_intent(message, ASK_ABOUT_ORDER)
+        elif intent in KEPT_OUT and find_order_reference(text, self.prefix):
+            _set_intent(message, "inform")
+
+
+def _set_intent(message: Message, name: str) -> None:
+    message.set(INTENT, {INTENT_NAME_KEY: name, PREDICTED_CONFIDENCE_KEY: 1.0}, add_to_output=True)
+    ranking = [entry for entry in message.get(INTENT_RANKING_KEY) or [] if entry.get(INTENT_NAME_KEY) != name]
+    message.set(INTENT_RANKING_KEY, [{INTENT_NAME_KEY: name, PREDICTED_CONFIDENCE_KEY: 1.0}, *ranking],
+                add_to_output=True)
