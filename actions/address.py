@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Text
+from typing import Any, Dict, List, Optional, Text, Tuple
 
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, SlotSet
@@ -217,16 +217,20 @@ async def _keep_and_resend(dispatcher: CollectingDispatcher, tracker: Tracker) -
     number = tracker.get_slot("verified_order") or ""
     ctx = context()
 
-    def returned(session: Session) -> Optional[bool]:
+    def returned(session: Session) -> Optional[Tuple[str, str]]:
         if not still_verified(session, tracker.sender_id, number):
             return None
         order = get_order(session=session, number=number)
-        return order is not None and address.sent_back(order, ctx.settings, ctx.now())
+        reason = address.sent_back(order, ctx.settings, ctx.now()) if order is not None else None
+        if order is None or reason is None:
+            return None
+        return reason, address.describe(address.current_address(order))
 
     sent_back = await ctx.store(returned)
     events: List[EventType] = [SlotSet(slot, None) for slot in ADDRESS_SLOTS] + [SlotSet("requested_slot", None)]
     if sent_back:
-        dispatcher.utter_message(response="utter_address_kept_resend", number=number)
+        reason, where = sent_back
+        dispatcher.utter_message(response="utter_address_kept_resend", number=number, reason=reason, address=where)
         dispatcher.utter_message(response="utter_offer_claim")
         return events + [SlotSet("claim_reason", ClaimReason.NOT_RECEIVED.value)]
     dispatcher.utter_message(response="utter_address_kept")

