@@ -22,7 +22,9 @@ from bot.store.models import Order
 from bot.store.queries import get_order
 
 #: Words that ask where the order is, besides the follow-up questions of the same message.
-ASKS_STATUS = re.compile(r"\bwhere\b|\bstatus\b|\btrack(?:ing)?\b|\bany\s+(?:news|update)", re.I)
+ASKS_STATUS = re.compile(r"\bwhere\b|\bstatus\b|\btrack(?:ing)?\b|\bany\s+(?:news|update)|"
+                         r"\b(?:has|is)\s+it\s+(?:been\s+)?(?:delivered|arrived|come|shipped|sent)\b|"
+                         r"\bdid\s+it\s+(?:arrive|come|ship|get\s+delivered)\b", re.I)
 #: A refund or a replacement asked for in words: with it, a question beside it does not stop the claim.
 WANTS_RESOLUTION = re.compile(r"\b(?:refund|replace\w*|money\s+back|new\s+one|reship|resend|compensat\w*)", re.I)
 #: Follow-up questions that turn a refund-or-replacement request into something else.

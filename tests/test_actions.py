@@ -1036,3 +1036,13 @@ def test_reading_an_address_from_one_message(text, asked, expected):
 
     parts = parse_address(text, asked=asked)
     assert (parts.street, parts.city, parts.postcode, parts.country) == expected
+
+
+@pytest.mark.parametrize("typed, code", [
+    ("Germany", "DE"), ("germany obviously", "DE"), ("the Netherlands", "NL"), ("United Kingdom please", "GB"),
+    ("de", "DE"), ("in germany or france", None), ("Atlantis", None),
+])
+def test_a_country_is_read_within_a_few_words(typed, code):
+    """"germany obviously" was refused twice as an unknown country."""
+    from bot.services.address import country_code
+    assert country_code(typed) == code

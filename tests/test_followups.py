@@ -106,7 +106,9 @@ def _classified(text: str, intent: str) -> Message:
     ("Bestellung WS-1003 wo ist sie", "nlu_fallback", "inform"),
     ("is 1009 a prime number", "out_of_scope", "out_of_scope"),
     ("what is 15 times 230", "out_of_scope", "out_of_scope"),
-    ("thanks, WS-1003 arrived", "thanks", "thanks"),  # only out of scope and not understood are re-read
+    ("useless piece of junk bot, my order WS-1012", "insult", "inform"),
+    ("Bonjour, ma commande WS-1011 est bloquée à la douane? code postal 8004", "out_of_scope", "inform"),
+    ("thanks, WS-1003 arrived", "thanks", "thanks"),  # only out of scope, not understood and abuse are re-read
 ])
 def test_a_missed_follow_up_question_becomes_an_order_question(text, heard, becomes):
     message = _classified(text, heard)

@@ -65,7 +65,8 @@ class OrderQuestionReader(GraphComponent, IntentClassifier):
         # The day only matters to the answer; any day finds the same questions.
         if questions(text, dt.date.today()):
             _set_intent(message, ASK_ABOUT_ORDER)
-        elif intent in KEPT_OUT and find_order_reference(text, self.prefix):
+        elif intent in KEPT_OUT | {"insult"} and find_order_reference(text, self.prefix):
+            # Anger with the order number in it ("useless bot, my order 1012 is lost") wants that order seen to.
             _set_intent(message, "inform")
 
 

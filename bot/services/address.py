@@ -59,10 +59,18 @@ def change_mode(order: Order, settings: Settings, now: dt.datetime) -> Mode:
 
 
 def country_code(text: str) -> Optional[str]:
-    cleaned = (text or "").strip().lower().strip(".")
+    """The ISO code of a country named in `text`: "Germany", "DE", or within a few words ("germany obviously")."""
+    cleaned = (text or "").strip().lower().strip(".!?")
     if len(cleaned) == 2 and cleaned.isalpha():
         return cleaned.upper()
-    return COUNTRY_NAMES.get(cleaned)
+    if cleaned in COUNTRY_NAMES:
+        return COUNTRY_NAMES[cleaned]
+    words = re.findall(r"[^\W\d_]+", cleaned)
+    if len(words) > 6:
+        return None
+    found = {COUNTRY_NAMES[" ".join(words[i:i + n])] for n in (3, 2, 1) for i in range(len(words) - n + 1)
+             if " ".join(words[i:i + n]) in COUNTRY_NAMES}
+    return found.pop() if len(found) == 1 else None
 
 
 #: What is wrong with one field of a new address.
