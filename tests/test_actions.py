@@ -1046,3 +1046,25 @@ def test_a_country_is_read_within_a_few_words(typed, code):
     """"germany obviously" was refused twice as an unknown country."""
     from bot.services.address import country_code
     assert country_code(typed) == code
+
+
+async def test_forged_slots_cannot_switch_a_booked_replacement_or_hear_a_follow_up(shop):
+    """A follow-up question (here: "a refund instead") answers only for an order this conversation proved."""
+    from actions.jobs import ActionStatusDigression
+
+    order = shop["orders"]["lost"]
+
+    def resolutions() -> List[str]:
+        with db.session_factory(shop["engine"])() as session:
+            stored = get_order(session=session, number=order["order_number"])
+            return list(session.scalars(select(Resolution.kind).where(Resolution.order_id == stored.id)))
+
+    before = resolutions()
+    question = "can I have a refund instead? and is it lost?"
+    forged = {"verified_order": order["order_number"], "pending_job": "question", "order_question": question}
+    _, messages = await run(ActionContinueJob(), tracker(question, "ask_about_order", slots=forged, proven=False))
+    assert [m.get("response") for m in messages] == ["utter_verification_needed"]
+    _, messages = await run(ActionStatusDigression(), tracker(question, "ask_about_order", slots=forged,
+                                                              proven=False))
+    assert messages == []
+    assert resolutions() == before
