@@ -8,11 +8,11 @@ shopper without the order number or with a sent-back parcel gets on.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Dict, List
 
 import pytest
 
+from . import test_conversations as conversations
 from .helpers.shopper import rest_messages, texts
 
 
@@ -21,9 +21,11 @@ def server(assistant):
     return assistant
 
 
-class Chat:
+class Chat(conversations.Chat):
+    """A shopper on REST who also sees the buttons of the bot's last answer."""
+
     def __init__(self, server):
-        self.server, self.sender = server, f"quality-{uuid.uuid4().hex[:8]}"
+        super().__init__(server)
         self.last: List[Dict[str, Any]] = []
 
     def say(self, text: str) -> str:
