@@ -117,6 +117,9 @@ class ValidateAddressForm(FormValidationAction):
         if intent in LEAVING | DIGRESSIONS:
             return []
         parts = address.parse_address(text, asked=FIELDS.get(asked, "street")) if text else address.AddressParts()
+        whole = address.address_in_request(text) if text else address.AddressParts()
+        if whole.street and (not parts.street or len(whole.street) < len(parts.street)):
+            parts = whole  # "i already told you!! Friedrichstraße 100, 10117 Berlin": the address after the words
         if parts and (asked in FIELDS or parts.street):
             # Every part the message names; a new street at the confirmation is a corrected address.
             found = {"new_street": parts.street, "new_city": parts.city, "new_postcode": parts.postcode,

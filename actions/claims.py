@@ -58,7 +58,9 @@ class ValidateClaimForm(FormValidationAction):
         if tracker.get_slot("requested_slot") != "claim_reason" or not answering(tracker):
             return {}
         text, intent = latest_text(tracker), latest_intent(tracker)
-        value = entity(tracker, "claim_reason") or claim_reason_in(text)
+        value = entity(tracker, "claim_reason")
+        if value not in ClaimReason.values():
+            value = claim_reason_in(text)
         if value in ClaimReason.values():
             return {"claim_reason": value}
         if intent in LEAVING | PAUSING | DIGRESSIONS or text.startswith("/") or not text.strip():

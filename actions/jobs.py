@@ -167,13 +167,15 @@ def _questions(asked: Asked) -> List[Question]:
 
 
 def _answer_questions(session: Session, reply: Reply, order: Order, asked: List[Question], conversation_id: str,
-                      offer: Optional[Offer] = None) -> None:
+                      offer: Optional[Offer] = None, after_status: bool = False) -> None:
     ctx = context()
     reply.answer(followups.answer_questions(session=session, order=order, asked=asked, settings=ctx.settings,
-                                            now=ctx.now(), conversation_id=conversation_id, offer=offer))
+                                            now=ctx.now(), conversation_id=conversation_id, offer=offer,
+                                            after_status=after_status))
 
 
-def _status(session: Session, reply: Reply, order: Order, asked: Asked, *, delay: bool, then: bool) -> Answer:
+def _status(session: Session, reply: Reply, order: Order, asked: Asked, *, delay: bool, then: bool,
+            steps: bool = True) -> Answer:
     """The status (or delay) answer; the goodwill code once per order and conversation; `then`: questions follow."""
     ctx = context()
     goodwill = asked.goodwill_given != order.number
@@ -185,6 +187,8 @@ def _status(session: Session, reply: Reply, order: Order, asked: Asked, *, delay
     messages, offer = list(answer.messages), answer.offer
     if redirect:
         messages.insert(1 if len(messages) > 1 else len(messages), redirect)
+    if not steps:
+        messages = [m for m in messages if m != answer.steps]
     if booked:
         # Already settled: say so, and offer no second refund or replacement.
         messages = [m for m in messages if m != answer.steps] + [booked]
@@ -215,12 +219,12 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
     if found and (job in (Job.STATUS, Job.DELAY, Job.QUESTION) or (job == Job.CLAIM and (
             any(q.topic in NOT_A_CLAIM for q in found) or not WANTS_RESOLUTION.search(asked.question)))):
         # A long message gets the status first (when this conversation hasn't had it), then each answer.
-        offer = None
+        offer, told = None, False
         asks_status = job in (Job.STATUS, Job.DELAY) or bool(ASKS_STATUS.search(asked.question))
         if asks_status and asked.status_told != order.number:
-            offer = _status(session, reply, order, asked, delay=job == Job.DELAY, then=True).offer
-        _answer_questions(session, reply, order, found, conversation_id, offer)
-        return reply
+            offer, told = _status(session, reply, order, asked, delay=job == Job.DELAY, then=True).offer, True
+        _answer_questions(session, reply, order, found, conversation_id, offer, after_status=told)
+        return _without_repeats(reply)
     if job == Job.DELAY:
         _status(session, reply, order, asked, delay=True, then=False)
         return reply
@@ -236,6 +240,27 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
     if job == Job.CLAIM:
         return _claim(session, reply, order, claim_reason, asked, said)
     _status(session, reply, order, asked, delay=False, then=False)
+    return reply
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _without_repeats(reply: Reply) -> Reply:
+    """The reply without the sentences it already said (the status's pickup or customs step, then the answer)."""
+    said: set = set()
+    kept: List[Dict[str, Any]] = []
+    for message in reply.messages:
+        text = message.get("text")
+        if not text:
+            kept.append(message)
+            continue
+        sentences = [part for part in _SENTENCE_END.split(text) if part]
+        new = [part for part in sentences if part.strip() not in said]
+        said.update(part.strip() for part in sentences)
+        if new:
+            kept.append({**message, "text": " ".join(new)})
+    reply.messages = kept
     return reply
 
 
@@ -255,6 +280,9 @@ def _claim(session: Session, reply: Reply, order: Order, claim_reason: Optional[
         reply.events += [SlotSet("claim_reason", None), SlotSet("delivery_checked", None), *start]
         return reply
     outcome = claim_decision(session, order, reason, checked=says_checked(said) is True)
+    if asked.status_told != order.number and outcome.status_first:
+        # "tracking says damaged wtf": what happened first (with the apology), then the choice.
+        _status(session, reply, order, asked, delay=False, then=True, steps=False)
     reply.messages += outcome.messages
     reply.events += outcome.events
     if outcome.eligible:
@@ -271,6 +299,9 @@ class ClaimDecision:
     events: List[EventType] = field(default_factory=list)
     eligible: bool = False
     hand_off: Optional[str] = None
+    #: Whether the parcel's status is worth saying first (not when the decision itself gives the scan, or
+    #: only says what was booked before).
+    status_first: bool = True
 
 
 def claim_decision(session: Session, order: Order, reason: str, *, offer_person: bool = False,
@@ -286,7 +317,8 @@ def claim_decision(session: Session, order: Order, reason: str, *, offer_person:
     ctx = context()
     config, moment = ctx.settings, ctx.now()
     decision = claims.decide(session=session, order=order, reason=reason, settings=config, now=moment)
-    result = ClaimDecision(messages=[{"response": decision.response, **decision.wording}])
+    result = ClaimDecision(messages=[{"response": decision.response, **decision.wording}],
+                           status_first=not decision.check_first and decision.outcome != ClaimOutcome.ALREADY)
     if decision.outcome == ClaimOutcome.ELIGIBLE:
         result.eligible = True
         result.events += [SlotSet("claim_reason", reason),
@@ -309,6 +341,10 @@ def claim_decision(session: Session, order: Order, reason: str, *, offer_person:
         else:
             result.messages.append({"response": "utter_offer_human"})
             result.events.append(SlotSet("handoff_reason", HandoffReason.RESOLUTION_CHANGE.value))
+    elif decision.response == "utter_claim_stalled":
+        result.messages.append({"response": "utter_offer_human"})
+        result.events += [SlotSet("claim_reason", None),
+                          SlotSet("handoff_reason", HandoffReason.DELIVERY_PROBLEM.value)]
     else:
         result.messages.append({"response": "utter_anything_else"})
         result.events.append(SlotSet("claim_reason", None))

@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 #: Intents that ask about an order or its address: the form reads no answer from them, the rules route them.
 ROUTED = frozenset(JOBS) | DIGRESSIONS | {"lookup_order"}
+#: Intents under which "what address is it going to?" is that question, not a job of their own.
+ASKS_ADDRESS = frozenset({"change_address", "order_status", "inform", "ask_about_order"})
 #: The slots of the lookup, cleared whenever a new check starts.
 LOOKUP_SLOTS = ("order_lookup", "lookup_email", "lookup_postcode")
 #: How sure the model must be of a job behind a greeting ("hi, my parcel is late, WS-1008") to take it.
@@ -90,7 +92,9 @@ async def route(dispatcher: CollectingDispatcher, tracker: Tracker, job: str,
     new = address.address_in_request(text)
     if job == Job.ADDRESS:
         events.append(SlotSet("address_in_request", address.one_line(new) if new else None))
-    reason = entity(tracker, "claim_reason") or (claim_reason_in(text) if job == Job.CLAIM else None)
+    reason = entity(tracker, "claim_reason")
+    if reason not in ClaimReason.values():  # a word the model marked that is no reason ("delivered")
+        reason = claim_reason_in(text) if job == Job.CLAIM else None
     if reason in ClaimReason.values():
         events.append(SlotSet("claim_reason", reason))
     reference = details.order_number or details.tracking_number
@@ -137,7 +141,7 @@ class ActionRouteJob(Action):
             # "I don't have it" taken for a claim, say: it answers the question being asked.
             return [SlotSet(k, v) for k, v in explain(dispatcher, tracker, reads_as(text) or "").items()]
         job = JOBS.get(intent) or tracker.get_slot("pending_job") or Job.STATUS
-        if intent == "ask_delivery_address" or (intent == "change_address" and address.asks_current_address(text)):
+        if intent == "ask_delivery_address" or (intent in ASKS_ADDRESS and address.asks_current_address(text)):
             job = SHOW_ADDRESS
         elif intent == "lookup_order":
             job = tracker.get_slot("pending_job") or Job.STATUS
@@ -145,8 +149,7 @@ class ActionRouteJob(Action):
             job = Job.ADDRESS  # "yes" to changing the address just shown
         elif Topic.REDIRECT in topics(text, _today()):
             job = Job.QUESTION  # "did my address change go through?" asks, it changes nothing
-        elif (intent not in JOBS or intent == "ask_about_order") and address.asks_for_change(text) \
-                and address.address_in_request(text):
+        elif intent != "refund_or_reship" and address.asks_for_change(text) and address.address_in_request(text):
             job = Job.ADDRESS  # "please change the address of WS-1043 to Kastanienallee 12, 10435 Berlin"
         events = await route(dispatcher, tracker, job, checking=checking)
         if checking and intent != "lookup_order" and not _details(text):

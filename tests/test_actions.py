@@ -1068,3 +1068,16 @@ async def test_forged_slots_cannot_switch_a_booked_replacement_or_hear_a_follow_
                                                               proven=False))
     assert messages == []
     assert resolutions() == before
+
+
+@pytest.mark.parametrize("text, entity_value, reason", [
+    ("it says delivered but i never got it!!! WS-1014", "delivered", "not_received"),
+    ("tracking says damaged wtf, I want a replacement", None, "damaged"),
+    ("I want a refund", None, None),
+])
+async def test_the_claim_reason_is_read_from_the_words_when_the_model_marks_none_or_a_wrong_one(
+        shop, text, entity_value, reason):
+    """"What happened to the parcel?" was asked after "I never got it"."""
+    entities = [{"entity": "claim_reason", "value": entity_value}] if entity_value else []
+    events, _ = await run(ActionRouteJob(), tracker(text, "refund_or_reship", entities=entities))
+    assert slots_set(events).get("claim_reason") == reason

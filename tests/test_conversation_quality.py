@@ -231,3 +231,14 @@ def test_a_neighbour_or_a_husband_may_take_it_in(server):
     assert "anyone at the address can take it in" in reply and "didn't quite get" not in reply
     reply = chat.say("im not home today!! can you deliver it tomorrow instead")
     assert "If nobody's in" in reply and "nothing you need to do" not in reply.lower()
+
+
+def test_a_silent_parcel_and_a_missed_delivery_are_never_given_a_past_date_or_called_not_late(server):
+    """"It's on its way… Expected delivery: Fri 27 Nov" on 1 Dec; "isn't late" after a failed delivery."""
+    chat = Chat(server)
+    stalled = chat.verified(server["orders"]["stalled"], "why is it late")
+    assert "no scan from" in stalled and "Expected delivery" not in stalled and "isn't late" not in stalled
+    assert "trace" in stalled
+    chat = Chat(server)
+    missed = chat.verified(server["orders"]["failed_attempt"], "why is it late")
+    assert "isn't late" not in missed and "tried to deliver" in missed

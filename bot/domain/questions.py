@@ -73,6 +73,7 @@ _PATTERNS: Tuple[Tuple[Topic, re.Pattern[str]], ...] = (
     (Topic.REDIRECT, re.compile(
         r"\b(?:did|has|have|is|was)\s+(?:my\s+|the\s+)?(?:redirect\w*|address\s+change|change\s+of\s+address)\b|"
         r"\bredirect\w*\s+(?:go|gone|went|work\w*|through|done|happen\w*|ok)\b|"
+        r"\bdid\s+(?:it|that|the\s+change)\s+(?:go\s+through|work)\b|"
         r"\b(?:address|it)\s+(?:been\s+)?(?:changed|updated|redirected)\s*\?", re.I)),
     (Topic.SWITCH, re.compile(
         r"\b(?:refund|replacement|new\s+one|money\s+back)\s+instead\b|\binstead\s+of\s+(?:the\s+|a\s+)?"

@@ -263,11 +263,16 @@ def read_answer(text: str, asked: str) -> Reading:
     return Reading(NOT_AN_ADDRESS)
 
 
+_BESIDE_ADDRESS = re.compile(
+    r"[.,;]?\s*(?:(?:and\s+)?(?:my\s+)?e-?mail(?:\s+address)?(?:\s+is)?:?\s*)?[\w.%+'-]+@[\w.-]+\.[a-z]{2,}", re.I)
+
+
 def address_in_request(text: str) -> AddressParts:
     """A new address named in a request to change it ("change the address of WS-1043 to Kastanienallee 12,
     10435 Berlin"): a street with a town or postcode after "to", "is" or a colon; else empty parts.
     """
-    text = text or ""
+    # An email beside the address ("..., Germany. email jane@x.com") is no part of it.
+    text = _BESIDE_ADDRESS.sub(" ", text or "").strip()
     starts = [m.end() for m in re.finditer(r"(?:\bto\b|\bis\b|\binstead\b|[:?!]|\.(?=\s))\s*", text, re.I)]
     for start in reversed([0] + starts):
         parts = parse_address(text[start:])

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from bot.config import Settings
 from bot.domain.enums import ClaimOutcome, ClaimReason, DelayReason, HandoffReason, ResolutionKind, Status
-from bot.domain.tracking import claim_fits
+from bot.domain.tracking import claim_fits, late_claim_from
 from bot.services.answers import Parcel, _on, day, parcels
 from bot.store.models import Order, Resolution
 from bot.store.queries import audit
@@ -120,9 +120,16 @@ def _not_yet(order: Order, found: List[Parcel], reason: str, settings: Settings,
         wait_until = state.delivered_on + dt.timedelta(days=policy.delivered_wait_days)
         return "utter_claim_wait_after_delivery", {"delivered": day(state.delivered_on, today),
                                                    "wait_until": day(wait_until, today)}
+    if reason in (ClaimReason.LATE, ClaimReason.LOST) and state.stalled:
+        opens = late_claim_from(state, policy)
+        return "utter_claim_stalled", {"quiet_days": str(state.business_days_without_scan or 0),
+                                       "from": _on(opens, today) if opens else "later",
+                                       "carrier": found[0].shipment.carrier.name}
     if reason == ClaimReason.LATE and state.is_late:
+        opens = late_claim_from(state, policy)
         return "utter_claim_not_late_enough", {"days_late": str(state.days_late),
-                                               "claim_days": str(policy.late_claim_days)}
+                                               "claim_days": str(policy.late_claim_days),
+                                               "from": _on(opens, today) if opens else "later"}
     if reason == ClaimReason.LOST and state.stalled:
         return "utter_claim_not_lost_yet", {"quiet_days": str(state.business_days_without_scan),
                                             "lost_days": str(policy.lost_business_days)}

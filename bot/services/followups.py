@@ -27,6 +27,7 @@ from bot.domain.enums import (
     Status,
 )
 from bot.domain.questions import Question, Topic
+from bot.domain.tracking import late_claim_from
 from bot.services import claims
 from bot.services.address import change_mode
 from bot.services.answers import (
@@ -63,15 +64,29 @@ class Reply:
 
 
 def answer_questions(*, session: Session, order: Order, asked: Sequence[Question], settings: Settings,
-                     now: dt.datetime, conversation_id: str, offer: Optional[Offer] = None) -> Reply:
+                     now: dt.datetime, conversation_id: str, offer: Optional[Offer] = None,
+                     after_status: bool = False) -> Reply:
     """Every question in `asked`, answered in the order it was asked.
 
     `offer`: what to end with when no answer brings its own (the status answer's, when it went first).
+    `after_status`: the status answer was just given, so what it already says (the next step, the pickup
+    point, the customs step) is not said again.
     """
     today = now.astimezone(settings.tz).date()
     found = parcels(order, settings, now)
     reply = Reply()
+    main = _main(found)
+    status = main.state.status if main is not None else None
     for question in asked:
+        if after_status and (question.topic == Topic.NEXT_STEP or (
+                question.topic == Topic.PICKUP and status == Status.AVAILABLE_FOR_PICKUP
+                and not question.for_someone_else) or (
+                question.topic == Topic.CUSTOMS and status == Status.EXCEPTION
+                and main is not None and main.state.delay_reason == DelayReason.CUSTOMS)):
+            continue
+        if after_status and question.topic == Topic.PICKUP and status == Status.AVAILABLE_FOR_PICKUP:
+            reply.add(_SOMEONE_ELSE)
+            continue
         if question.topic == Topic.ARRIVE_BY:
             _arrive_by(reply, session, order, found, question, settings, now, today)
         elif question.topic == Topic.IS_LOST:
@@ -99,6 +114,10 @@ def answer_questions(*, session: Session, order: Order, asked: Sequence[Question
     if reply.offer is None:
         reply.offer = offer
     return reply
+
+
+_SOMEONE_ELSE = ("Someone else can collect it for you: they need the tracking number and their own photo ID, and "
+                 "some pickup points also ask for a note signed by you.")
 
 
 def _main(found: Sequence[Parcel]) -> Optional[Parcel]:
@@ -161,6 +180,10 @@ def _arrive_by(reply: Reply, session: Session, order: Order, found: Sequence[Par
                   (f" {gist.steps}" if gist.steps else ""), gist.offer)
         return
     eta = facts.eta
+    if state.status == Status.FAILED_ATTEMPT:
+        reply.add(f"Only if it's redelivered or collected by then: {carrier} already tried once. "
+                  f"{_missed_delivery(parcel.shipment)}")
+        return
     if eta is not None and not state.stalled:
         if eta <= wanted:
             reply.add(f"It should: {carrier} expects to deliver it {day(eta, today)}, so {words} looks fine. "
@@ -202,9 +225,10 @@ def _is_lost(reply: Reply, order: Order, found: Sequence[Parcel], settings: Sett
                   + (gist.steps or ""), gist.offer)
         return
     if state.stalled:
-        lost_on = state.lost_on
-        when = f" If nothing moves, we treat it as lost {_on(lost_on, today)} and refund or replace it." \
-            if lost_on is not None and lost_on > today else ""
+        # The same day the status answer names: the first day a late or lost claim fits.
+        opens = late_claim_from(state, settings.policy)
+        when = f" If it still isn't with you {_on(opens, today)}, we'll refund or replace it." \
+            if opens is not None and opens > today else ""
         reply.add(f"Not as far as we know, but {facts.quiet()[0].lower()}{facts.quiet()[1:]}.{when} A colleague "
                   f"can ask {facts.carrier} to trace it now.",
                   Offer(OFFER_HUMAN, handoff_reason=HandoffReason.DELIVERY_PROBLEM.value))
@@ -242,8 +266,7 @@ def _next_step(reply: Reply, order: Order, settings: Settings, now: dt.datetime)
 def _pickup(reply: Reply, order: Order, found: Sequence[Parcel], question: Question, settings: Settings,
             now: dt.datetime, today: dt.date, lead: str = "") -> None:
     parcel = _main(found)
-    someone = (" Someone else can collect it for you: they need the tracking number and their own photo ID, and "
-               "some pickup points also ask for a note signed by you.") if question.for_someone_else else ""
+    someone = f" {_SOMEONE_ELSE}" if question.for_someone_else else ""
     if parcel is None or _unshipped(found):
         reply.add(f"Order {order.number} hasn't shipped yet, so there's nothing to collect.")
         return
