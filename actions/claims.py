@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Dict, List, Optional, Text
 
 from rasa_sdk import Action, FormValidationAction, Tracker
@@ -28,19 +27,9 @@ from actions.common import (
 from actions.context import context
 from actions.jobs import ClaimDecision, Reply, claim_decision
 from bot.domain.enums import ClaimOutcome, ClaimReason, ResolutionKind
-from bot.domain.questions import claim_reason_in, says_checked
+from bot.domain.questions import claim_reason_in, resolution_in, says_checked
 from bot.services import claims
 from bot.store.queries import get_order
-
-REFUND = re.compile(r"\b(refund|money|reimburse|pay(ment)? back|cash)", re.I)
-RESHIP = re.compile(r"\b(reship|replace|replacement|new one|another one|send (it )?again|resend|re-send)", re.I)
-
-
-def choice_in(text: str) -> str | None:
-    refund, reship = bool(REFUND.search(text)), bool(RESHIP.search(text))
-    if refund != reship:
-        return (ResolutionKind.REFUND if refund else ResolutionKind.RESHIP).value
-    return None
 
 
 class ValidateClaimForm(FormValidationAction):
@@ -126,7 +115,7 @@ class ValidateClaimForm(FormValidationAction):
         if tracker.get_slot("requested_slot") != "resolution_choice" or not answering(tracker):
             return {}
         text = latest_text(tracker)
-        value = entity(tracker, "resolution_choice") or choice_in(text)
+        value = entity(tracker, "resolution_choice") or resolution_in(text)
         if value:
             return {"resolution_choice": value}
         intent = latest_intent(tracker)
@@ -140,7 +129,7 @@ class ValidateClaimForm(FormValidationAction):
         kind = reads_as(text) or ("ask_help" if text.rstrip().endswith("?") else None)  # "what's the difference?"
         if tracker.get_slot("requested_slot") == "resolution_choice" and answering(tracker) \
                 and latest_intent(tracker) not in LEAVING | PAUSING | DIGRESSIONS \
-                and kind and not choice_in(text) and not entity(tracker, "resolution_choice"):
+                and kind and not resolution_in(text) and not entity(tracker, "resolution_choice"):
             result = explain(dispatcher, tracker, kind)
             return [SlotSet(k, v) for k, v in result.items()] + [SlotSet("requested_slot", "resolution_choice")]
         return await super().run(dispatcher, tracker, domain)

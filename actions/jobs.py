@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 from actions.common import UNPROVEN, polite_failure, said_since_message, send_to_helpdesk, still_verified, transcript
 from actions.context import context
 from bot.domain.enums import AddressMode, ClaimOutcome, HandoffReason, Job, ResolutionKind, Status
-from bot.domain.questions import Question, Topic, questions, says_checked
+from bot.domain.questions import Question, Topic, questions, resolution_in, says_checked
 from bot.services import address, claims, followups
-from bot.services.answers import OFFER_CLAIM, Answer, Offer, delay_answer, status_answer
+from bot.services.answers import OFFER_HUMAN, Answer, Offer, delay_answer, status_answer
 from bot.services.handoff import availability, helpdesk_payload, open_handoff
 from bot.store.models import Order
 from bot.store.queries import get_order
@@ -192,7 +192,7 @@ def _status(session: Session, reply: Reply, order: Order, asked: Asked, *, delay
     if booked:
         # Already settled: say so, and offer no second refund or replacement.
         messages = [m for m in messages if m != answer.steps] + [booked]
-        offer = None if offer is not None and offer.response == OFFER_CLAIM else offer
+        offer = None if offer is not None and offer.response != OFFER_HUMAN else offer
     if then:
         for message in messages:
             reply.say(text=message)
@@ -220,8 +220,8 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
             any(q.topic in NOT_A_CLAIM for q in found) or not WANTS_RESOLUTION.search(asked.question)))):
         # A long message gets the status first (when this conversation hasn't had it), then each answer.
         offer, told = None, False
-        asks_status = job in (Job.STATUS, Job.DELAY) or bool(ASKS_STATUS.search(asked.question))
-        if asks_status and asked.status_told != order.number:
+        # The first answer about an order in a conversation leads with its status (the problem, the apology).
+        if asked.status_told != order.number:
             offer, told = _status(session, reply, order, asked, delay=job == Job.DELAY, then=True).offer, True
         _answer_questions(session, reply, order, found, conversation_id, offer, after_status=told)
         return _without_repeats(reply)
@@ -229,6 +229,14 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
         _status(session, reply, order, asked, delay=True, then=False)
         return reply
     if job == Job.ADDRESS:
+        booked = followups.booked_resolution(session, order)
+        if booked is not None and booked.kind == ResolutionKind.REFUND:
+            # Refunded: nothing will be sent again, so there is no address to change.
+            reply.say(text=f"Order {order.number} was refunded ({booked.amount} {booked.currency}), so it won't be "
+                           "sent again and there's no address to change.")
+            reply.say("utter_offer_switch_to_reship" if claims.can_switch(booked, config, moment)
+                      else "utter_anything_else")
+            return reply
         mode = address.change_mode(order, config, moment)
         reply.say(mode.response, address=address.describe(address.current_address(order)), **mode.wording)
         if mode.kind == AddressMode.IMPOSSIBLE:
@@ -274,12 +282,18 @@ def _claim(session: Session, reply: Reply, order: Order, claim_reason: Optional[
         if not found or not all(p.state.status == Status.DELIVERED for p in found):
             # "they missed me, refund?", "what if it doesn't come?": nothing to claim for yet; the status
             # says what happens next and from when a refund or replacement is possible.
+            if WANTS_RESOLUTION.search(said):
+                reply.say(text=f"Order {order.number} can't have a refund or a replacement yet: it isn't lost, "
+                               "damaged or late enough. Here's where it is.")
             _status(session, reply, order, asked, delay=False, then=False)
             return reply
         # Delivered: the claim form asks what happened, with a way out; its answer is decided like this one.
         reply.events += [SlotSet("claim_reason", None), SlotSet("delivery_checked", None), *start]
         return reply
     outcome = claim_decision(session, order, reason, checked=says_checked(said) is True)
+    choice = resolution_in(said)
+    if outcome.eligible and choice:
+        outcome.events.append(SlotSet("resolution_choice", choice))  # "I want a refund": not asked again
     if asked.status_told != order.number and outcome.status_first:
         # "tracking says damaged wtf": what happened first (with the apology), then the choice.
         _status(session, reply, order, asked, delay=False, then=True, steps=False)

@@ -44,7 +44,7 @@ from bot.domain.parsing import (
     find_postcode,
     find_tracking_number,
 )
-from bot.domain.questions import Topic, claim_reason_in, questions, topics
+from bot.domain.questions import Topic, claim_reason_in, questions, says_checked, topics
 from bot.services import address
 from bot.services.verification import choice_line, look_up, verify
 
@@ -95,6 +95,8 @@ async def route(dispatcher: CollectingDispatcher, tracker: Tracker, job: str,
     reason = entity(tracker, "claim_reason")
     if reason not in ClaimReason.values():  # a word the model marked that is no reason ("delivered")
         reason = claim_reason_in(text) if job == Job.CLAIM else None
+        if reason is None and job == Job.CLAIM and says_checked(text):
+            reason = ClaimReason.NOT_RECEIVED.value  # "I've asked all my neighbours": it never came
     if reason in ClaimReason.values():
         events.append(SlotSet("claim_reason", reason))
     reference = details.order_number or details.tracking_number
@@ -147,6 +149,9 @@ class ActionRouteJob(Action):
             job = tracker.get_slot("pending_job") or Job.STATUS
         elif intent == "affirm" and last_response(tracker) == "utter_offer_address_change":
             job = Job.ADDRESS  # "yes" to changing the address just shown
+        elif job in (Job.STATUS, Job.DELAY) and says_checked(text) is True and claim_reason_in(text) in (
+                None, ClaimReason.NOT_RECEIVED) and intent != "ask_about_order":
+            job = Job.CLAIM  # "I've asked all my neighbours and checked everywhere": it never came
         elif Topic.REDIRECT in topics(text, _today()):
             job = Job.QUESTION  # "did my address change go through?" asks, it changes nothing
         elif intent != "refund_or_reship" and address.asks_for_change(text) and address.address_in_request(text):

@@ -108,6 +108,7 @@ def _classified(text: str, intent: str) -> Message:
     ("what is 15 times 230", "out_of_scope", "out_of_scope"),
     ("useless piece of junk bot, my order WS-1012", "insult", "inform"),
     ("Bonjour, ma commande WS-1011 est bloquée à la douane? code postal 8004", "out_of_scope", "inform"),
+    ("I don't know my order number. email finn.muller@example.com, postcode 1000", "dont_know", "lookup_order"),
     ("thanks, WS-1003 arrived", "thanks", "thanks"),  # only out of scope, not understood and abuse are re-read
 ])
 def test_a_missed_follow_up_question_becomes_an_order_question(text, heard, becomes):
@@ -263,6 +264,8 @@ def test_no_follow_up_answer_gives_a_past_date_as_an_estimate(demo_session, sett
     ("i want to know WHY it got lost", [Topic.WHY]),
     ("what time will it come? I go out at 5", [Topic.TIME]),
     ("I'm in Berlin next week", []),
+    ("can the driver leave it in the back garden", [Topic.SAFE_PLACE]),
+    ("why did they lose it", [Topic.WHY]),
 ])
 def test_the_reviews_side_questions_are_found(text, expected):
     assert topics(text, TODAY) == expected

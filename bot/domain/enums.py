@@ -133,6 +133,7 @@ class HandoffReason(StrEnum):
     DELIVERY_PROBLEM = "delivery_problem"  # a stalled or held parcel, or an order late leaving the warehouse
     RETURN = "return"  # cancel an order, or send it back
     RESOLUTION_CHANGE = "resolution_change"  # a booked refund or replacement already carried out
+    PHOTO_NEEDED = "photo_needed"  # damage the shopper reports on a delivered parcel
     ERROR = "error"
 
 

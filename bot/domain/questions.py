@@ -33,7 +33,8 @@ class Topic(StrEnum):
     NOT_HOME = "not_home"  # I won't be in: deliver another day, or elsewhere
     NEIGHBOUR = "neighbour"  # can a neighbour or my husband take it in, sign for it
     WHY = "why"  # why was it sent back, why did it get lost, why is it held
-    TIME = "time"  # what time will it come
+    TIME = "time"  # what time will it come (or was it delivered)
+    SAFE_PLACE = "safe_place"  # can they leave it in the garden, a safe place
 
 
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -90,10 +91,12 @@ _PATTERNS: Tuple[Tuple[Topic, re.Pattern[str]], ...] = (
         r"\b(?:neighbou?r|husband|wife|partner|someone\s+else|somebody\s+else|flatmate|roommate|concierge|"
         r"reception|doorman)\b.{0,40}\b(?:take|sign|accept|receive)\b|"
         r"\b(?:take|sign|accept|receive)\b.{0,25}\b(?:neighbou?r|husband|wife|partner|someone\s+else|"
-        r"somebody\s+else)\b|\bsign\s+for\s+it\b|\bleave\s+it\s+(?:with|at|in|outside|by)\b|"
-        r"\bsafe\s*place\b", re.I)),
+        r"somebody\s+else)\b|\bsign\s+for\s+it\b|\bleave\s+it\s+with\b", re.I)),
+    (Topic.SAFE_PLACE, re.compile(
+        r"\bleave\s+it\s+(?:at|in|on|outside|by|behind|under|next\s+to)\b|\bsafe\s*place\b|\bdrop\s+it\s+"
+        r"(?:at|in|on|outside|behind)\b", re.I)),
     (Topic.WHY, re.compile(
-        r"\bwhy\b.{0,40}\b(?:sent\s+back|returned|return(?:ed)?\s+to|lost|held|stuck|on\s+hold|damaged|"
+        r"\bwhy\b.{0,40}\b(?:sent\s+back|returned|return(?:ed)?\s+to|lost|lose|loose|held|stuck|on\s+hold|damaged|"
         r"come\s+back|came\s+back|bounced)\b|\bwhat\s+happened\s+to\s+(?:it|my\s+(?:order|parcel|package))\b|"
         r"\bhow\s+did\s+(?:it|you|they)\s+(?:get\s+)?(?:lose|lost|damage)", re.I)),
     (Topic.TIME, re.compile(
@@ -273,4 +276,17 @@ def says_checked(text: str) -> Optional[bool]:
         return False
     if _CHECKED.search(text):
         return True
+    return None
+
+
+_CHOICE_REFUND = re.compile(r"\b(?:refund|money|reimburse|pay(?:ment)?\s+back|cash)", re.I)
+_CHOICE_RESHIP = re.compile(r"\b(?:reship|replace|replacement|new\s+one|another\s+one|send\s+(?:it\s+)?again|resend|"
+                            r"re-send)", re.I)
+
+
+def resolution_in(text: str) -> Optional[str]:
+    """"refund" or "reship" when a message asks for exactly one of them, else None ("refund or a new one")."""
+    refund, reship = bool(_CHOICE_REFUND.search(text or "")), bool(_CHOICE_RESHIP.search(text or ""))
+    if refund != reship:
+        return "refund" if refund else "reship"
     return None

@@ -11,7 +11,9 @@ asks about the order too, so "stop" and "a person, please" still do what they sa
 A message taken for out of scope (or not understood) that names an order as
 one is written ("got charged twice for ws 1186, where is it", "1Z 999 AA1 01
 2345 6784") is the shopper giving that order: it becomes `inform`, and the
-rules start the order check with the number in it.
+rules start the order check with the number in it.  Without an order number
+but with an email and a postcode ("I don't know my order number, email ...,
+postcode ..."), it becomes `lookup_order`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY, INTENT_RANKING_KE
 from rasa.shared.nlu.training_data.message import Message
 
 from bot.config import get_settings
-from bot.domain.parsing import find_order_reference
+from bot.domain.parsing import find_email, find_order_reference, find_postcode
 from bot.domain.questions import questions
 
 #: The intent the assistant answers follow-up questions for.
@@ -68,6 +70,10 @@ class OrderQuestionReader(GraphComponent, IntentClassifier):
         elif intent in KEPT_OUT | {"insult"} and find_order_reference(text, self.prefix):
             # Anger with the order number in it ("useless bot, my order 1012 is lost") wants that order seen to.
             _set_intent(message, "inform")
+        elif intent in KEPT_OUT | {"dont_know", "insult"} and not find_order_reference(text, self.prefix) \
+                and find_email(text) and find_postcode(text):
+            # "I don't know my order number. email ..., postcode ...": the lookup, with both details.
+            _set_intent(message, "lookup_order")
 
 
 def _set_intent(message: Message, name: str) -> None:

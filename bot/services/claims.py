@@ -75,6 +75,10 @@ def decide(*, session: Session, order: Order, reason: str, settings: Settings, n
     if not fitting:
         return Decision(ClaimOutcome.NOT_YET, reason, *_not_yet(order, found, reason, settings, today))
     parcel = fitting[0]
+    if reason == ClaimReason.DAMAGED and parcel.state.status == Status.DELIVERED:
+        # Damage only the shopper has seen: a colleague looks at a photo before anything is paid.
+        return Decision(ClaimOutcome.HUMAN, reason, "utter_claim_photo", {}, parcel,
+                        human_reason=HandoffReason.PHOTO_NEEDED)
     if order.value > policy.human_value_threshold:
         return Decision(ClaimOutcome.HUMAN, reason, "utter_claim_high_value", {}, parcel,
                         human_reason=HandoffReason.HIGH_VALUE)

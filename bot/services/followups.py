@@ -43,6 +43,7 @@ from bot.services.answers import (
     _on,
     day,
     mask_address,
+    moment,
     parcels,
     status_answer,
 )
@@ -111,6 +112,8 @@ def answer_questions(*, session: Session, order: Order, asked: Sequence[Question
             _why(reply, order, found, settings, now, today)
         elif question.topic == Topic.TIME:
             _time(reply, order, found, settings, now, today)
+        elif question.topic == Topic.SAFE_PLACE:
+            _safe_place(reply, order, found)
     if reply.offer is None:
         reply.offer = offer
     return reply
@@ -154,7 +157,7 @@ def _arrive_by(reply: Reply, session: Session, order: Order, found: Sequence[Par
         promised = order.promised_date
         if promised is not None and today <= promised <= wanted:
             reply.add(f"It should: order {order.number} hasn't shipped yet, but we promised delivery by "
-                      f"{day(promised, today)}, {words}. You'll get a tracking link as soon as it leaves.")
+                      f"{day(promised, today)}. You'll get a tracking link as soon as it leaves.")
         else:
             by = f" We promised delivery by {day(promised, today)}." if promised else ""
             reply.add(f"I can't promise that: order {order.number} hasn't shipped yet.{by} A colleague can check "
@@ -509,6 +512,12 @@ def _time(reply: Reply, order: Order, found: Sequence[Parcel], settings: Setting
         reply.add(f"Order {order.number} hasn't shipped yet, so there's no delivery time yet.")
         return
     carrier = parcel.shipment.carrier.name
+    scan = parcel.state.status_scan
+    if parcel.state.status == Status.DELIVERED and scan is not None:
+        place = f" in {scan.location}" if scan.location else ""
+        reply.add(f"{carrier} scanned it as delivered {moment(scan.occurred_at, settings, today)}{place}. "
+                  "They don't tell us who took it in.")
+        return
     when = ""
     if parcel.state.status == Status.OUT_FOR_DELIVERY:
         when = " It's out for delivery today."
@@ -516,3 +525,16 @@ def _time(reply: Reply, order: Order, found: Sequence[Parcel], settings: Setting
         when = f" {carrier} expects to deliver it {day(parcel.state.eta, today)}."
     reply.add(f"{carrier} doesn't give us a time slot, I'm afraid.{when} Their tracking page shows a time window if "
               f"they have one: {shipment_tracking_url(parcel.shipment)}")
+
+
+def _safe_place(reply: Reply, order: Order, found: Sequence[Parcel]) -> None:
+    """"Can they leave it in the garden?": only the carrier takes such instructions, on their own page."""
+    parcel = _main(found)
+    if parcel is None or _unshipped(found):
+        reply.add(f"Order {order.number} hasn't shipped yet. Once it has, the carrier's tracking page lets you choose "
+                  "how it's delivered.")
+        return
+    shipment = parcel.shipment
+    reply.add(f"I can't give the driver instructions from here: {shipment.carrier.name} takes them on their tracking "
+              f"page ({shipment_tracking_url(shipment)}), where you can choose a safe place or another day if they "
+              "offer it.")
