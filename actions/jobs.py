@@ -291,16 +291,14 @@ def _claim(session: Session, reply: Reply, order: Order, claim_reason: Optional[
         reply.events += [SlotSet("claim_reason", None), SlotSet("delivery_checked", None), *start]
         return reply
     outcome = claim_decision(session, order, reason, checked=says_checked(said) is True)
-    choice = resolution_in(said)
-    if outcome.eligible and choice:
-        outcome.events.append(SlotSet("resolution_choice", choice))  # "I want a refund": not asked again
     if asked.status_told != order.number and outcome.status_first:
         # "tracking says damaged wtf": what happened first (with the apology), then the choice.
         _status(session, reply, order, asked, delay=False, then=True, steps=False)
     reply.messages += outcome.messages
     reply.events += outcome.events
     if outcome.eligible:
-        reply.events += start
+        # "I want a refund": the form finds the choice made and does not ask it again.
+        reply.events += [SlotSet("resolution_choice", resolution_in(said)), SlotSet("next_form", "claim_form")]
     reply.hand_off = outcome.hand_off
     return reply
 
