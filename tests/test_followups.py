@@ -266,6 +266,10 @@ def test_no_follow_up_answer_gives_a_past_date_as_an_estimate(demo_session, sett
     ("I'm in Berlin next week", []),
     ("can the driver leave it in the back garden", [Topic.SAFE_PLACE]),
     ("why did they lose it", [Topic.WHY]),
+    ("they say they tried but I WAS HOME ALL DAY", [Topic.WAS_HOME]),
+    ("so what happens if nobody is home??", [Topic.NOT_HOME]),
+    ("and if they miss me what happens", [Topic.NOT_HOME]),
+    ("can my old neighbour keep it for me", [Topic.NEIGHBOUR]),
 ])
 def test_the_reviews_side_questions_are_found(text, expected):
     assert topics(text, TODAY) == expected
@@ -316,3 +320,9 @@ def test_a_booked_replacement_is_what_arrive_by_and_return_talk_about(writable_d
     assert "A replacement for order" in text_of(cancel) and cancel.offer.response == OFFER_HUMAN
     from bot.services.followups import booked_note
     assert booked_note(writable_demo, order, TODAY).startswith("A replacement was booked")
+
+
+def test_a_disputed_missed_delivery_gets_an_apology_and_a_colleague(demo_session, settings):
+    order = showcase(demo_session, "failed_attempt")
+    reply = ask(demo_session, settings, order, "they say they tried but I WAS HOME ALL DAY")
+    assert text_of(reply).startswith("I'm sorry: Royal Mail says they tried") and reply.offer.response == OFFER_HUMAN

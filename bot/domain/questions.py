@@ -35,6 +35,7 @@ class Topic(StrEnum):
     WHY = "why"  # why was it sent back, why did it get lost, why is it held
     TIME = "time"  # what time will it come (or was it delivered)
     SAFE_PLACE = "safe_place"  # can they leave it in the garden, a safe place
+    WAS_HOME = "was_home"  # "I was home all day": the shopper disputes a missed delivery
 
 
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -86,10 +87,17 @@ _PATTERNS: Tuple[Tuple[Topic, re.Pattern[str]], ...] = (
         r"no\s*one\s+will\s+be)\s+(?:not\s+|be\s+)?(?:not\s+)?(?:be\s+)?(?:home|in|there|around|away|out)\b"
         r"(?<!\bi'm in)(?<!\bi am in)|\bnot\s+(?:be\s+)?(?:at\s+)?home\b|\bwon'?t\s+be\s+(?:home|in|there|around)\b|"
         r"\b(?:deliver|bring|send)\s+it\s+(?:tomorrow|another\s+day|later|on\s+\w+day)\b|"
-        r"\b(?:reschedule|redeliver\w*|re-deliver\w*)\b", re.I)),
+        r"\b(?:reschedule|redeliver\w*|re-deliver\w*)\b|"
+        r"\bif\s+(?:they|the\s+driver|the\s+courier)\s+miss(?:es)?\s+(?:me|us)\b|"
+        r"\b(?:what\s+)?if\s+(?:i'?m|i\s+am|we'?re|we\s+are|nobody'?s|nobody\s+is|no\s*one\s+is)\s+(?:not\s+)?"
+        r"(?:home|in|out|there|around|away)\b", re.I)),
+    (Topic.WAS_HOME, re.compile(
+        r"\bi\s+was\s+(?:at\s+)?home\b|\bi\s+was\s+(?:in|there|here)\s+all\s+day\b|\bwe\s+were\s+(?:at\s+)?home\b|"
+        r"\b(?:nobody|no\s*one|they|the\s+driver|the\s+courier)\s+(?:never\s+)?(?:knocked|rang|came|showed\s+up)\b|"
+        r"\bdidn'?t\s+(?:even\s+)?(?:knock|ring|try|come)\b", re.I)),
     (Topic.NEIGHBOUR, re.compile(
         r"\b(?:neighbou?r|husband|wife|partner|someone\s+else|somebody\s+else|flatmate|roommate|concierge|"
-        r"reception|doorman)\b.{0,40}\b(?:take|sign|accept|receive)\b|"
+        r"reception|doorman)\b.{0,40}\b(?:take|sign|accept|receive|keep|hold)\b|"
         r"\b(?:take|sign|accept|receive)\b.{0,25}\b(?:neighbou?r|husband|wife|partner|someone\s+else|"
         r"somebody\s+else)\b|\bsign\s+for\s+it\b|\bleave\s+it\s+with\b", re.I)),
     (Topic.SAFE_PLACE, re.compile(

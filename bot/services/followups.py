@@ -114,6 +114,8 @@ def answer_questions(*, session: Session, order: Order, asked: Sequence[Question
             _time(reply, order, found, settings, now, today)
         elif question.topic == Topic.SAFE_PLACE:
             _safe_place(reply, order, found)
+        elif question.topic == Topic.WAS_HOME:
+            _was_home(reply, order, found, settings, today)
     if reply.offer is None:
         reply.offer = offer
     return reply
@@ -538,3 +540,16 @@ def _safe_place(reply: Reply, order: Order, found: Sequence[Parcel]) -> None:
     reply.add(f"I can't give the driver instructions from here: {shipment.carrier.name} takes them on their tracking "
               f"page ({shipment_tracking_url(shipment)}), where you can choose a safe place or another day if they "
               "offer it.")
+
+
+def _was_home(reply: Reply, order: Order, found: Sequence[Parcel], settings: Settings, today: dt.date) -> None:
+    """"I was home all day": sorry, a colleague can take it up with the carrier, and how to get it meanwhile."""
+    parcel = _main(found)
+    if parcel is None or parcel.state.status != Status.FAILED_ATTEMPT:
+        reply.add("I'm sorry about that. A colleague can take it up with the carrier.",
+                  Offer(OFFER_HUMAN, handoff_reason=HandoffReason.DELIVERY_PROBLEM.value))
+        return
+    facts = _facts(order, parcel, settings, today)
+    reply.add(f"I'm sorry: {facts.carrier} says they tried{facts.at(parcel.state.status_scan)}. If you were in, a "
+              f"colleague can raise it with {facts.carrier}. To get it meanwhile: {_missed_delivery(parcel.shipment)}",
+              Offer(OFFER_HUMAN, handoff_reason=HandoffReason.DELIVERY_PROBLEM.value))
