@@ -408,10 +408,14 @@ class ValidateVerifyForm(FormValidationAction):
             dispatcher.utter_message(response="utter_verified")
             return {"order_number": reference, "identity_proof": proof, "verified_order": outcome.order_number,
                     "failed_answers": 0}
-        if outcome.result in (VerifyResult.LOCKED, VerifyResult.EMAIL_PAUSED):
-            dispatcher.utter_message(response="utter_locked_out" if outcome.result == VerifyResult.LOCKED
-                                     else "utter_proof_email_paused")
+        if outcome.result == VerifyResult.LOCKED:
+            dispatcher.utter_message(response="utter_locked_out")
             return {"locked_out": True, "order_number": None, "identity_proof": None, "requested_slot": None}
+        if outcome.result == VerifyResult.EMAIL_PAUSED:
+            # Someone else may have paused this email: the owner proves the order with its postcode instead,
+            # in this same conversation (a refused attempt is not recorded and locks nothing).
+            dispatcher.utter_message(response="utter_proof_email_paused")
+            return {"identity_proof": None}
         if outcome.result == VerifyResult.POSTCODE_PAUSED:
             dispatcher.utter_message(response="utter_proof_need_email")
             return {"identity_proof": None}
@@ -436,11 +440,11 @@ class ValidateVerifyForm(FormValidationAction):
             # The order they choose is checked with this email, as if they had typed both.
             return {"lookup_email": email, "lookup_postcode": postcode, "identity_proof": email,
                     "order_number": None, "failed_answers": 0}
-        if found.result in (VerifyResult.LOCKED, VerifyResult.EMAIL_PAUSED):
-            dispatcher.utter_message(response="utter_locked_out" if found.result == VerifyResult.LOCKED
-                                     else "utter_proof_email_paused")
+        if found.result == VerifyResult.LOCKED:
+            dispatcher.utter_message(response="utter_locked_out")
             return {**cleared, "order_lookup": None, "locked_out": True, "requested_slot": None}
-        if found.result == VerifyResult.POSTCODE_PAUSED:
+        if found.result in (VerifyResult.EMAIL_PAUSED, VerifyResult.POSTCODE_PAUSED):
+            # Paused lookups (perhaps by someone else) lock nothing: the order number still works.
             dispatcher.utter_message(response="utter_lookup_unavailable")
             return {**cleared, "order_lookup": None}
         dispatcher.utter_message(response="utter_lookup_mismatch")

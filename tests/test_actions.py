@@ -181,8 +181,13 @@ async def test_a_guessed_email_stops_proving_anything_and_the_shopper_is_told_wh
     sender = conversation()
     events, messages = await verify(victim, victim["email"], sender)
     assert messages[0]["response"] == "utter_proof_email_paused" and "verified_order" not in slots_set(events)
-    assert slots_set(events)["locked_out"] is True
-    assert "try again later" in texts(messages)
+    assert "postcode on the order works instead" in texts(messages)
+    # A pause someone else caused locks nothing: the owner proves the order with its postcode, in the same
+    # conversation (it used to be locked for the day).
+    assert "locked_out" not in slots_set(events) and slots_set(events)["identity_proof"] is None
+    events, messages = await verify(victim, victim["postcode"], sender)
+    assert messages[0]["response"] == "utter_verified"
+    assert slots_set(events)["verified_order"] == victim["order_number"]
     # the job then offers a person rather than opening a hand-off by itself
     paused = {"event": "bot", "text": "...", "metadata": {"utter_action": "utter_proof_email_paused"}}
     track = tracker("", "inform", sender=sender, slots={"locked_out": True, "pending_job": "status"}, after=[paused])
@@ -1081,3 +1086,23 @@ async def test_the_claim_reason_is_read_from_the_words_when_the_model_marks_none
     entities = [{"entity": "claim_reason", "value": entity_value}] if entity_value else []
     events, _ = await run(ActionRouteJob(), tracker(text, "refund_or_reship", entities=entities))
     assert slots_set(events).get("claim_reason") == reason
+
+
+async def test_paused_lookups_for_an_email_lock_nothing_and_the_order_number_still_works(shop, settings):
+    """Someone who knows only a shopper's email could pause its lookups, and that locked the owner's conversation."""
+    owner = shop["orders"]["info_received"]
+
+    async def look_up(postcode: str, sender: str):
+        track = tracker(postcode, "inform", sender=sender,
+                        slots={"order_lookup": True, "lookup_email": owner["email"]},
+                        requested_slot="lookup_postcode", active_loop="verify_form")
+        return await run(ValidateVerifyForm(), track)
+
+    for _ in range(settings.policy.verify_max_failures_per_email_hour):
+        await look_up("9999 ZZ", conversation())
+    sender = conversation()
+    events, messages = await look_up(owner["postcode"], sender)
+    assert [m.get("response") for m in messages] == ["utter_lookup_unavailable"]
+    assert "locked_out" not in slots_set(events) and slots_set(events)["order_lookup"] is None
+    events, messages = await verify(owner, owner["postcode"], sender)
+    assert messages[0]["response"] == "utter_verified"
