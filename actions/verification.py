@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from typing import Any, Dict, List, Optional, Text
 
 from rasa_sdk import Action, FormValidationAction, Tracker
@@ -52,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 #: Intents that ask about an order or its address: the form reads no answer from them, the rules route them.
 ROUTED = frozenset(JOBS) | DIGRESSIONS | {"lookup_order"}
+#: "wrong number, it's 1004", "my order number is 1004": the digits that follow are an order number.
+CORRECTION = re.compile(r"\bwrong\s+(?:order\s+)?(?:number|no|nr|one|order)\b|"
+                        r"\border\s+(?:number|no|nr)\.?\s+(?:is\s+)?#?\d", re.I)
 #: Intents under which "what address is it going to?" is that question, not a job of their own.
 ASKS_ADDRESS = frozenset({"change_address", "order_status", "inform", "ask_about_order"})
 #: The slots of the lookup, cleared whenever a new check starts.
@@ -286,7 +290,8 @@ class ValidateVerifyForm(FormValidationAction):
             return {}
         asked = tracker.get_slot("requested_slot") == "order_number"
         prefix = context().settings.order_number_prefix
-        found = find_order_number(text, prefix, bare_ok=asked) or find_tracking_number(text)
+        found = find_order_number(text, prefix, bare_ok=asked or bool(CORRECTION.search(text))) \
+            or find_tracking_number(text)
         if found:
             return {"order_number": found}
         if asked and not self._gave_no_answer(tracker, text) and not find_email(text) \
@@ -304,6 +309,8 @@ class ValidateVerifyForm(FormValidationAction):
             return {"identity_proof": email}
         asked = tracker.get_slot("requested_slot")
         if asked == "identity_proof":
+            if CORRECTION.search(text):
+                return {}  # "sorry, wrong number, it's 1004": a new order number, not a postcode
             # The digits of an order number written as one ("where is WS-1004?") are not a postcode.
             number = find_order_number(text, context().settings.order_number_prefix)
             postcode = find_postcode(text, exclude=number)

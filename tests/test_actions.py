@@ -1106,3 +1106,13 @@ async def test_paused_lookups_for_an_email_lock_nothing_and_the_order_number_sti
     assert "locked_out" not in slots_set(events) and slots_set(events)["order_lookup"] is None
     events, messages = await verify(owner, owner["postcode"], sender)
     assert messages[0]["response"] == "utter_verified"
+
+
+async def test_a_corrected_order_number_is_not_tried_as_a_postcode(shop):
+    """"sorry wrong number, it's 1004" was checked as the postcode of the first order and counted as a failure."""
+    first, meant = shop["orders"]["late_with_reason"], shop["orders"]["out_for_delivery"]
+    digits = meant["order_number"].split("-")[1]
+    events, messages = await verify(first, f"sorry wrong number, it's {digits}")
+    assert "utter_proof_mismatch" not in [m.get("response") for m in messages]
+    assert slots_set(events).get("order_number") == meant["order_number"]
+    assert slots_set(events).get("identity_proof") in (None, "")
