@@ -38,6 +38,10 @@ class ActionContext:
     def now(self) -> dt.datetime:
         return self.clock()
 
+    def today(self) -> dt.date:
+        """Today in the shop's time zone."""
+        return self.now().astimezone(self.settings.tz).date()
+
     async def store(self, work: Callable[[Session], T]) -> T:
         """`work(session)` in one transaction (committed on success, rolled back on error), off the event loop.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Text
 
 from rasa_sdk import Action, Tracker
@@ -163,7 +163,7 @@ class Asked:
 
 def _questions(asked: Asked) -> List[Question]:
     ctx = context()
-    return questions(asked.question, ctx.now().astimezone(ctx.settings.tz).date())
+    return questions(asked.question, ctx.today())
 
 
 def _answer_questions(session: Session, reply: Reply, order: Order, asked: List[Question], conversation_id: str,
@@ -181,7 +181,7 @@ def _status(session: Session, reply: Reply, order: Order, asked: Asked, *, delay
     goodwill = asked.goodwill_given != order.number
     compose = delay_answer if delay else status_answer
     answer = compose(order, ctx.settings, ctx.now(), goodwill=goodwill)
-    today = ctx.now().astimezone(ctx.settings.tz).date()
+    today = ctx.today()
     redirect = followups.pending_redirect(session, order, today)
     booked = followups.booked_note(session, order, today)
     messages, offer = list(answer.messages), answer.offer
@@ -375,9 +375,7 @@ class ActionStatusDigression(Action):
         number = tracker.get_slot("verified_order")
         if not number:
             return []
-        asked = Asked(question=tracker.latest_message.get("text") or "",
-                      status_told=tracker.get_slot("status_told") or "",
-                      goodwill_given=tracker.get_slot("goodwill_given") or "")
+        asked = replace(Asked.from_tracker(tracker), question=tracker.latest_message.get("text") or "")
 
         def answer(session: Session) -> Reply:
             if not still_verified(session, tracker.sender_id, number):

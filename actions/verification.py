@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 from typing import Any, Dict, List, Optional, Text
@@ -64,11 +63,6 @@ LOOKUP_SLOTS = ("order_lookup", "lookup_email", "lookup_postcode")
 GREETING_JOB_CONFIDENCE = 0.2
 
 
-def _today() -> dt.date:
-    ctx = context()
-    return ctx.now().astimezone(ctx.settings.tz).date()
-
-
 def _typed(tracker: Tracker) -> str:
     """The shopper's latest message as typed; empty for a button's `/intent` payload, which carries no details."""
     text = latest_text(tracker)
@@ -90,7 +84,7 @@ async def route(dispatcher: CollectingDispatcher, tracker: Tracker, job: str,
     text = _typed(tracker)
     details = find_details(text, context().settings.order_number_prefix, loose=True)
     events: List[EventType] = [SlotSet("pending_job", str(job)),
-                               SlotSet("order_question", text if questions(text, _today()) else None),
+                               SlotSet("order_question", text if questions(text, context().today()) else None),
                                SlotSet("after_check", "show_address" if job == SHOW_ADDRESS else "job"),
                                SlotSet("failed_answers", 0)] + [SlotSet(slot, None) for slot in LOOKUP_SLOTS]
     new = address.address_in_request(text)
@@ -156,7 +150,7 @@ class ActionRouteJob(Action):
         elif job in (Job.STATUS, Job.DELAY) and says_checked(text) is True and claim_reason_in(text) in (
                 None, ClaimReason.NOT_RECEIVED) and intent != "ask_about_order":
             job = Job.CLAIM  # "I've asked all my neighbours and checked everywhere": it never came
-        elif Topic.REDIRECT in topics(text, _today()):
+        elif Topic.REDIRECT in topics(text, context().today()):
             job = Job.QUESTION  # "did my address change go through?" asks, it changes nothing
         elif intent != "refund_or_reship" and address.asks_for_change(text) and address.address_in_request(text):
             job = Job.ADDRESS  # "please change the address of WS-1043 to Kastanienallee 12, 10435 Berlin"
@@ -439,7 +433,7 @@ class ValidateVerifyForm(FormValidationAction):
             policy=ctx.settings.policy, now=ctx.now()))
         cleared = {"lookup_email": None, "lookup_postcode": None}
         if found.result == VerifyResult.VERIFIED:
-            today = ctx.now().astimezone(ctx.settings.tz).date()
+            today = ctx.today()
             lines = "\n".join(choice_line(choice, tz=ctx.settings.tz, today=today) for choice in found.orders)
             dispatcher.utter_message(response="utter_lookup_found", orders=lines,
                                      buttons=[{"title": choice.number, "payload": choice.number}
