@@ -12,6 +12,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.common import LOOKUP_OFFERS, explain, last_response, latest_intent, polite_failure
 from actions.context import context
 from actions.jobs import hand_off
+from actions.updates import ActionSubscribeUpdates
 from bot.domain.enums import HandoffReason
 from bot.domain.parsing import find_order_reference
 
@@ -116,6 +117,8 @@ class ActionAffirm(Action):
         offer = _offer_text(domain)
         if offer and last_bot_text(tracker) == offer:
             return await ActionHandoff().run(dispatcher, tracker, domain)
+        if last_response(tracker) == "utter_offer_updates":
+            return await ActionSubscribeUpdates().run(dispatcher, tracker, domain)
         dispatcher.utter_message(response="utter_menu")
         return []
 

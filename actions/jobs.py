@@ -15,7 +15,8 @@ from actions.common import UNPROVEN, polite_failure, said_since_message, send_to
 from actions.context import context
 from bot.domain.enums import AddressMode, ClaimOutcome, HandoffReason, Job, ResolutionKind, Status
 from bot.domain.questions import Question, Topic, questions, resolution_in, says_checked
-from bot.services import address, claims, followups
+from bot.domain.carriers import FINAL_STATUSES
+from bot.services import address, claims, followups, updates
 from bot.services.answers import OFFER_HUMAN, Answer, Offer, delay_answer, status_answer
 from bot.services.handoff import availability, helpdesk_payload, open_handoff
 from bot.store.models import Order
@@ -227,7 +228,7 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
         return _without_repeats(reply)
     if job == Job.DELAY:
         _status(session, reply, order, asked, delay=True, then=False)
-        return reply
+        return _offer_updates(session, reply, order, conversation_id)
     if job == Job.ADDRESS:
         booked = followups.booked_resolution(session, order)
         if booked is not None and booked.kind == ResolutionKind.REFUND:
@@ -248,6 +249,22 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
     if job == Job.CLAIM:
         return _claim(session, reply, order, claim_reason, asked, said)
     _status(session, reply, order, asked, delay=False, then=False)
+    return _offer_updates(session, reply, order, conversation_id)
+
+
+def _offer_updates(session: Session, reply: Reply, order: Order, conversation_id: str) -> Reply:
+    """A status or delay answer that ends on "anything else?" offers updates instead, for a parcel on its way.
+
+    Not when the conversation already gets them for this order, nor when every
+    parcel has reached the end of its journey.
+    """
+    if not reply.messages or reply.messages[-1].get("response") != "utter_anything_else":
+        return reply
+    if not order.shipments or all(s.status in FINAL_STATUSES for s in order.shipments):
+        return reply
+    if order.number in updates.subscriptions(session=session, conversation_id=conversation_id):
+        return reply
+    reply.messages[-1] = {"response": "utter_offer_updates", "number": order.number}
     return reply
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, root_validator, validato
 
 from bot.domain.agent_hours import parse_hours
 from bot.domain.policy import Policy
+from bot.domain.updates import parse_quiet_hours
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,6 +148,26 @@ class Settings(BaseModel):
     agent_session_hours: int = Field(default=8, ge=1, le=24 * 30)
     helpdesk_url: str = ""
     helpdesk_secret: str = ""
+    # Proactive updates (a live tracking feed and messages to subscribed shoppers).
+    #: Turns on POST /webhooks/aftership/webhook; AfterShip signs every call with it.
+    aftership_webhook_secret: str = ""
+    #: Turns on POST /webhooks/tracking/webhook for the project's own event format, signed with it.
+    tracking_webhook_secret: str = ""
+    #: The most updates one order may send in a shop day.
+    notify_max_per_order_per_day: int = Field(default=3, ge=1, le=50)
+    #: "21:00-08:00" in SHOP_TIMEZONE: updates wait until it ends; empty: no quiet hours.
+    notify_quiet_hours: str = "21:00-08:00"
+    #: Also tell subscribed shoppers when the parcel is delivered.
+    notify_delivered: bool = False
+    #: How often the outbox and the stalled-parcel sweep look for work, in seconds.
+    notify_poll_seconds: float = Field(default=2.0, ge=0.2, le=600)
+    notify_sweep_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    #: An approved WhatsApp utility template for updates outside the 24-hour window (order, status, date).
+    whatsapp_update_template: str = ""
+    whatsapp_template_language: str = "en"
+    #: A Messenger utility message template for updates outside the 24-hour window.
+    messenger_update_template: str = ""
+    messenger_template_language: str = "en"
     policy: Policy = Policy()
 
     class Config:
@@ -247,6 +268,17 @@ class Settings(BaseModel):
     def _agent_hours(cls, value: str) -> str:
         parse_hours(value)  # raises ValueError with the reason
         return value
+
+    @validator("notify_quiet_hours")
+    def _quiet_hours(cls, value: str) -> str:
+        parse_quiet_hours(value)  # raises ValueError with the reason
+        return value.strip()
+
+    @validator("aftership_webhook_secret", "tracking_webhook_secret")
+    def _feed_secret(cls, value: str, values: Dict[str, object]) -> str:
+        if value and values.get("env") == "production" and weak_secret(value):
+            raise ValueError(f"use the feed's random secret (at least {MIN_SECRET_CHARS} characters), or leave it empty")
+        return value.strip()
 
     @validator("rasa_url", "helpdesk_url")
     def _optional_url(cls, value: str) -> str:

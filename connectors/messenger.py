@@ -438,6 +438,21 @@ class MessengerOutput(OutputChannel):
             self.sent += 1
         return accepted
 
+    async def send_utility_template(self, recipient_id: Text, template_name: str, language: str,
+                                    parameters: List[str]) -> bool:
+        """Send an approved utility message template (outside the 24-hour window); True when Graph accepted it."""
+        body: Dict[str, Any] = {
+            "recipient": {"id": recipient_id}, "messaging_type": "UTILITY",
+            "message": {"attachment": {"type": "template", "payload": {
+                "template_type": "utility", "template_name": template_name, "language": language,
+                "components": [{"type": "body", "parameters": [{"type": "text", "text": p} for p in parameters]}],
+            }}},
+        }
+        accepted = await self._post(body)
+        if accepted:
+            self.sent += 1
+        return accepted
+
     async def send_action(self, recipient_id: Text, action: str) -> bool:
         """Send a sender action ("typing_on", "typing_off", "mark_seen").
 

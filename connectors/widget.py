@@ -50,12 +50,17 @@ from sanic.response import HTTPResponse
 from socketio import AsyncRedisManager, AsyncServer
 
 from bot.config import DEFAULT_WIDGET_REDIS_CHANNEL, REDIS_CHANNEL, get_settings, redis_url_problem
+from bot.domain.clock import utcnow
+from bot.services import updates
+from bot.store import db
 from connectors import scoped, unscoped
 
 logger = logging.getLogger(__name__)
 
 #: Sent to the connection after each of its messages has been handled.
 TURN_DONE_EVT = "turn_done"
+#: The widget confirms it showed proactive updates: ``{"ids": [...]}``.
+UPDATE_SEEN_EVT = "update_seen"
 #: The channel's name, and the prefix of its conversation ids.
 CHANNEL = "widget"
 
@@ -247,6 +252,33 @@ class WidgetOutput(SocketIOOutput):
         await super()._send_message(unscoped(CHANNEL, socket_id), response)
 
 
+class UpdateOutput(WidgetOutput):
+    """Sends one proactive update; each message carries its id, which an open widget confirms (``update_seen``)."""
+
+    def __init__(self, sio: AsyncServer, notification_id: int) -> None:
+        super().__init__(sio)
+        self.notification_id = notification_id
+
+    async def _send_message(self, socket_id: Text, response: Any) -> None:
+        if isinstance(response, dict):
+            response = {**response, "update": self.notification_id}
+        await super()._send_message(socket_id, response)
+
+
+def _update_messages(notification_id: int, messages: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """An update's stored messages as the widget's ``bot_uttered`` payloads, marked with the update's id."""
+    out = []
+    for message in messages:
+        text = message.get("text")
+        if not isinstance(text, str) or not text.strip():
+            continue
+        payload: Dict[str, Any] = {"text": text, "update": notification_id}
+        if isinstance(message.get("buttons"), list):
+            payload["quick_replies"] = message["buttons"]
+        out.append(payload)
+    return out
+
+
 class WidgetInput(SocketIOInput):
     """The site widget's socket.io channel, and the routes serving the widget and a demo shop page."""
 
@@ -305,6 +337,7 @@ class WidgetInput(SocketIOInput):
         self.redis_url = redis_url
         self.redis_channel = redis_channel
         self._bundle: Optional[Tuple[Tuple[float, float], bytes]] = None
+        self._sessions: Optional[Any] = None
 
     def url_prefix(self) -> Text:
         """Serve the widget's routes at ``/widget/...`` rather than under ``/webhooks/``."""
@@ -319,6 +352,30 @@ class WidgetInput(SocketIOInput):
         if self.sio is None:
             return None
         return WidgetOutput(self.sio)
+
+    # --- proactive updates ------------------------------------------------------------
+
+    def _store(self, work: Callable[[Any], Any]) -> Awaitable[Any]:
+        if self._sessions is None:
+            self._sessions = db.session_factory()
+
+        def run() -> Any:
+            assert self._sessions is not None
+            with self._sessions() as session, session.begin():
+                return work(session)
+        return asyncio.to_thread(run)
+
+    async def _replay_updates(self, sio: AsyncServer, sid: Text, session_id: Text) -> None:
+        """Send a newly opened widget the updates sent while no page of its session was open."""
+        try:
+            pending = await self._store(lambda session: updates.unseen_for(
+                session=session, conversation_id=scoped(CHANNEL, session_id)))
+        except Exception:  # noqa: BLE001 - the store may be down: the widget works without its updates
+            logger.exception("Could not look up the proactive updates waiting for a widget session.")
+            return
+        for notification_id, messages in pending:
+            for payload in _update_messages(notification_id, messages):
+                await sio.emit(BOT_EVENT, payload, room=sid, ignore_queue=True)
 
     # --- the widget's files ----------------------------------------------------------
 
@@ -448,6 +505,20 @@ class WidgetInput(SocketIOInput):
             await sio.enter_room(sid, session_id)
             # Addressed to this connection, which is on this replica: no need to publish it.
             await sio.emit("session_confirm", session_id, room=sid, ignore_queue=True)
+            await self._replay_updates(sio, sid, session_id)
+
+        @sio.on(UPDATE_SEEN_EVT)
+        async def update_seen(sid: Text, data: Any) -> None:
+            session_id = (await sio.get_session(sid)).get("session_id")
+            ids = data.get("ids") if isinstance(data, dict) else None
+            if session_id is None or not isinstance(ids, list):
+                return
+            wanted = [i for i in ids[:50] if isinstance(i, int) and not isinstance(i, bool) and i > 0]
+            if wanted:
+                # Only this session's own updates can be confirmed: the conversation comes from the connection.
+                await self._store(lambda session: updates.mark_seen(
+                    session=session, conversation_id=scoped(CHANNEL, session_id), notification_ids=wanted,
+                    now=utcnow()))
 
         @sio.on(self.user_message_evt)
         async def user_uttered(sid: Text, data: Any) -> None:

@@ -92,7 +92,7 @@ def test_an_old_credentials_file_naming_rasas_rest_channel_gets_ours(tmp_path):
     (tmp_path / "credentials.yml").write_text("rest:\nrasa.core.channels.rest.RestInput:\n")
     settings = load(RASA_CREDENTIALS=str(tmp_path / "credentials.yml"))
     written = yaml.safe_load(write_credentials(settings, tmp_path / "out").read_text())
-    assert list(written) == ["connectors.rest.RestInput"]
+    assert list(written) == ["connectors.rest.RestInput", "connectors.updates.UpdatesInput"]
 
 
 def test_an_unreadable_credentials_file_is_a_clear_error(tmp_path):

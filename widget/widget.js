@@ -167,6 +167,9 @@
       return null;
     }
     const message = { from: "bot", text: body, buttons: buttons };
+    if (Number.isInteger(data.update) && data.update > 0) {
+      message.update = data.update; // a proactive update: the server is told it was shown
+    }
     if (typeof data.agent === "string" && data.agent.trim()) {
       message.agent = data.agent.trim().slice(0, 80); // a person from the shop's team wrote this
     }
@@ -400,6 +403,7 @@
 
     let socket = null;
     let confirmed = false;
+    const seenUpdates = new Set(); // proactive updates shown on this page
     const outbox = [];
 
     function flush() {
@@ -450,7 +454,16 @@
         if (!message) {
           return;
         }
-        setTyping(false);
+        if (message.update) {
+          socket.emit("update_seen", { ids: [message.update] });
+          if (seenUpdates.has(message.update)) {
+            return; // shown already (sent live, then again when the page reconnected)
+          }
+          seenUpdates.add(message.update);
+          delete message.update;
+        } else {
+          setTyping(false);
+        }
         addMessage(message);
         if (panel.hidden) {
           setUnread(unread + 1);

@@ -10,7 +10,7 @@ codes a carrier introduces later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, Optional, Tuple
 from urllib.parse import quote
 
@@ -99,7 +99,105 @@ def _codes(table: Dict[str, Tuple[str, Optional[str], str]]) -> Dict[str, CodeMa
     return {normalise_code(code): CodeMapping(*row) for code, row in table.items()}
 
 
-BUILT_IN_CARRIERS: Tuple[CarrierDefinition, ...] = (
+#: Raw codes of events that came through AfterShip start with this, so they never clash with a carrier's own.
+AFTERSHIP_PREFIX = "AS:"
+
+#: AfterShip's delivery tags and sub-tags ("subtags"), which AfterShip puts on every checkpoint of
+#: every courier it tracks.  Events received through AfterShip keep `AS:<subtag>` (or `AS:<tag>` for a
+#: checkpoint without one) as their raw code; this table is merged into each built-in carrier's codes
+#: below, so `python -m bot setup` writes it to each carrier's rows and a shop can still edit a row.
+#: AfterShip's "Pending" means it has the tracking number but the carrier has reported nothing yet:
+#: for us that is a label waiting for collection (info_received, watched for silence), not an order
+#: still in the warehouse.  "Returning to sender" stays an exception (the parcel still moves and can
+#: stall); only "returned to sender" is final.  Sub-tags not listed here are read by their tag
+#: (`bot.domain.aftership.raw_code`).
+AFTERSHIP_CODES: Dict[str, CodeMapping] = _codes(
+    {
+        f"{AFTERSHIP_PREFIX}{code}": row
+        for code, row in {
+            "Pending": (Status.INFO_RECEIVED, None, "Tracking registered, no news from the carrier yet"),
+            "Pending_001": (Status.INFO_RECEIVED, None, "The carrier has no information on the parcel yet"),
+            "InfoReceived": (Status.INFO_RECEIVED, None, "The carrier has the shipment details"),
+            "InfoReceived_001": (Status.INFO_RECEIVED, None, "The carrier has the details and will collect the parcel"),
+            "InTransit": (Status.IN_TRANSIT, None, "On its way"),
+            "InTransit_001": (Status.IN_TRANSIT, None, "On its way"),
+            "InTransit_002": (Status.IN_TRANSIT, None, "Accepted by the carrier"),
+            "InTransit_003": (Status.IN_TRANSIT, None, "Arrived at a hub or sorting centre"),
+            "InTransit_004": (Status.IN_TRANSIT, None, "Arrived in the destination country"),
+            "InTransit_005": (Status.IN_TRANSIT, None, "Cleared customs"),
+            "InTransit_006": (Status.IN_TRANSIT, None, "Handed to customs for clearance"),
+            "InTransit_007": (Status.IN_TRANSIT, None, "Left a carrier facility"),
+            "InTransit_008": (Status.IN_TRANSIT, None, "Earlier problem solved, moving again"),
+            "InTransit_009": (Status.IN_TRANSIT, None, "Sent on to a different delivery address"),
+            "OutForDelivery": (Status.OUT_FOR_DELIVERY, None, "Out for delivery"),
+            "OutForDelivery_001": (Status.OUT_FOR_DELIVERY, None, "Out for delivery"),
+            # An older sub-tag, now AvailableForPickup_001: waiting at the carrier's depot.
+            "OutForDelivery_002": (Status.AVAILABLE_FOR_PICKUP, None, "Waiting at the carrier's depot to be collected"),
+            "OutForDelivery_003": (Status.OUT_FOR_DELIVERY, None, "The driver called the recipient before delivering"),
+            # A booked appointment may be days away: on its way, not on the van today.
+            "OutForDelivery_004": (Status.IN_TRANSIT, None, "Delivery appointment booked"),
+            "AttemptFail": (Status.FAILED_ATTEMPT, None, "Delivery attempted without success"),
+            "AttemptFail_001": (Status.FAILED_ATTEMPT, None, "Delivery attempted; a card left or another try due"),
+            "AttemptFail_002": (
+                Status.FAILED_ATTEMPT,
+                DelayReason.RECIPIENT_UNAVAILABLE,
+                "Delivery attempted, nobody available at the address",
+            ),
+            "AttemptFail_003": (
+                Status.FAILED_ATTEMPT,
+                DelayReason.RECIPIENT_UNAVAILABLE,
+                "Delivery attempted, the business was closed",
+            ),
+            "AvailableForPickup": (Status.AVAILABLE_FOR_PICKUP, None, "Ready to collect at a pickup point"),
+            "AvailableForPickup_001": (Status.AVAILABLE_FOR_PICKUP, None, "Ready to collect at a pickup point"),
+            "Delivered": (Status.DELIVERED, None, "Delivered"),
+            "Delivered_001": (Status.DELIVERED, None, "Delivered"),
+            "Delivered_002": (Status.DELIVERED, None, "Collected by the recipient"),
+            "Delivered_003": (Status.DELIVERED, None, "Delivered and signed for"),
+            "Delivered_004": (Status.DELIVERED, None, "Delivered, cash on delivery collected"),
+            "Delivered_005": (Status.DELIVERED, None, "Delivered to a neighbour"),
+            "Exception": (Status.EXCEPTION, None, "Held up by a delivery problem"),
+            "Exception_001": (Status.EXCEPTION, None, "Held up by a delivery problem"),
+            "Exception_002": (Status.EXCEPTION, DelayReason.ADDRESS_PROBLEM, "Not delivered: the recipient has moved"),
+            "Exception_003": (Status.EXCEPTION, None, "The recipient refused the parcel"),
+            "Exception_004": (Status.EXCEPTION, DelayReason.CUSTOMS, "Delayed in customs clearance"),
+            "Exception_005": (Status.EXCEPTION, None, "Delayed by circumstances outside the carrier's control"),
+            # Almost always import duties or taxes the recipient has to pay before release.
+            "Exception_006": (Status.EXCEPTION, DelayReason.CUSTOMS, "Held until the recipient pays charges due"),
+            "Exception_007": (Status.EXCEPTION, DelayReason.ADDRESS_PROBLEM, "Not delivered: the address is wrong"),
+            "Exception_008": (
+                Status.EXCEPTION,
+                DelayReason.RECIPIENT_UNAVAILABLE,
+                "Not collected from the pickup point in time",
+            ),
+            "Exception_009": (Status.EXCEPTION, None, "Refused by the carrier as outside its rules"),
+            "Exception_010": (Status.EXCEPTION, None, "On its way back to the sender"),
+            "Exception_011": (Status.RETURNED_TO_SENDER, None, "Returned to the sender"),
+            "Exception_012": (Status.EXCEPTION, DelayReason.DAMAGED, "Damaged in transit"),
+            "Exception_013": (Status.LOST, DelayReason.CARRIER_LOST, "Lost by the carrier"),
+            "Exception_016": (Status.EXCEPTION, None, "Delayed by a problem in the carrier's network"),
+            "Exception_017": (Status.IN_TRANSIT, DelayReason.WEATHER, "Delayed by severe weather"),
+            "Exception_018": (Status.EXCEPTION, DelayReason.CUSTOMS, "Held: documents for customs missing or wrong"),
+            "Exception_019": (Status.IN_TRANSIT, None, "Delayed by a late or rescheduled flight"),
+            "Exception_020": (Status.EXCEPTION, None, "Shipment cancelled by the sender or the carrier"),
+            "Exception_021": (Status.EXCEPTION, None, "Destroyed or discarded by the carrier"),
+            "Expired": (Status.EXCEPTION, None, "No tracking news for a long time; AfterShip stopped tracking"),
+            "Expired_001": (Status.EXCEPTION, None, "No tracking news for a long time; AfterShip stopped tracking"),
+        }.items()
+    }
+)
+
+
+def is_aftership_code(raw_code: str) -> bool:
+    """Whether a raw code came through AfterShip rather than from the carrier's own feed."""
+    return normalise_code(raw_code).startswith(AFTERSHIP_PREFIX)
+
+
+def _with_aftership_codes(carrier: CarrierDefinition) -> CarrierDefinition:
+    return replace(carrier, codes={**carrier.codes, **AFTERSHIP_CODES})
+
+
+BUILT_IN_CARRIERS: Tuple[CarrierDefinition, ...] = tuple(map(_with_aftership_codes, (
     CarrierDefinition(
         code="dhl",
         name="DHL",
@@ -243,7 +341,7 @@ BUILT_IN_CARRIERS: Tuple[CarrierDefinition, ...] = (
             }
         ),
     ),
-)
+)))
 
 
 def built_in_carrier(code: str) -> Optional[CarrierDefinition]:

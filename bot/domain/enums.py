@@ -140,3 +140,33 @@ class HandoffReason(StrEnum):
 class OrderSource(StrEnum):
     DEMO = "demo"
     IMPORT = "import"
+
+
+class NoticeKind(StrEnum):
+    """A change in a parcel's journey worth telling a subscribed shopper about (proactive updates)."""
+
+    EXCEPTION = "exception"  # the carrier reports a problem
+    LATE_ESTIMATE = "late_estimate"  # a new estimate after the promised date
+    FAILED_ATTEMPT = "failed_attempt"
+    PICKUP = "pickup"  # waiting at a pickup point
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    LOST = "lost"  # lost, or presumed lost after a long silence
+    STALLED = "stalled"  # no scan for POLICY_STALLED_BUSINESS_DAYS (found by the sweep)
+    DELIVERED = "delivered"  # only with NOTIFY_DELIVERED
+
+
+class NoticeState(StrEnum):
+    """Where one proactive update is in the outbox."""
+
+    QUEUED = "queued"  # waiting to be sent (at due_at; quiet hours move due_at to the morning)
+    SENT = "sent"  # in the conversation and handed to the channel
+    NOT_SENT = "not_sent"  # the channel cannot take it (outside the 24-hour window with no template)
+    SKIPPED = "skipped"  # overtaken by a newer update, the daily cap, or the shopper stopped updates
+    FAILED = "failed"  # the channel refused it after the retries
+
+
+class FeedSource(StrEnum):
+    """Where a live tracking update came from."""
+
+    AFTERSHIP = "aftership"
+    OWN = "own"  # the project's own event format (`python -m bot import events`)

@@ -22,6 +22,8 @@ CONNECTORS = {
 }
 #: The site widget's channel; it needs no secret, so credentials.yml lists it.
 WIDGET = "connectors.widget.WidgetInput"
+#: The tracking feeds' webhooks and the outbox of proactive updates: always on (each feed needs its secret).
+UPDATES = "connectors.updates.UpdatesInput"
 #: The REST channel; in production it starts only with REST_TOKEN set.
 REST = "connectors.rest.RestInput"
 #: Rasa's own channels that would let a caller choose another channel's conversation id.
@@ -45,12 +47,14 @@ def effective_credentials(settings: Settings) -> Dict[str, Any]:
     for channel, connector in CONNECTORS.items():
         if settings.channel_enabled(channel):
             credentials.setdefault(connector, None)
+    credentials.setdefault(UPDATES, None)
     return credentials
 
 
 def enabled_channels(credentials: Dict[str, Any]) -> Dict[str, str]:
     """Channel name -> key, for the start-up banner."""
-    names = {connector: channel for channel, connector in {**CONNECTORS, "widget": WIDGET, "rest": REST}.items()}
+    names = {connector: channel for channel, connector in
+             {**CONNECTORS, "widget": WIDGET, "rest": REST, "updates": UPDATES}.items()}
     return {names.get(key, key.rsplit(".", 1)[-1]): key for key in credentials}
 
 

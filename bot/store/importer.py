@@ -210,7 +210,7 @@ def _csv_rows(name: str, text: str, required: set, known: Tuple[str, ...]) -> Li
     return rows
 
 
-def _describe(where: str, exc: ValidationError) -> List[str]:
+def describe_errors(where: str, exc: ValidationError) -> List[str]:
     out = []
     for error in exc.errors():
         loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in error["loc"]).replace(".[", "[")
@@ -218,7 +218,7 @@ def _describe(where: str, exc: ValidationError) -> List[str]:
     return out
 
 
-def _aware(value: Optional[dt.datetime], tz: ZoneInfo) -> Optional[dt.datetime]:
+def as_aware(value: Optional[dt.datetime], tz: ZoneInfo) -> Optional[dt.datetime]:
     """Timestamps without an offset are read as the shop's local time."""
     if value is None:
         return None
@@ -296,7 +296,7 @@ def import_orders(*, session: Session, path: Path, settings: Settings, actor: st
         try:
             order = OrderIn(**record)
         except ValidationError as exc:
-            problems += _describe(where, exc)
+            problems += describe_errors(where, exc)
             continue
         number = normalise_order_number(order.order_number, settings.order_number_prefix) or order.order_number
         if number in seen_numbers:
@@ -338,7 +338,7 @@ def _upsert_order(session: Session, data: OrderIn, number: str, carriers: Dict[s
     address = data.shipping_address
     values = {
         "customer": customer,
-        "placed_at": _aware(data.placed_at, settings.tz),
+        "placed_at": as_aware(data.placed_at, settings.tz),
         "promised_date": data.promised_date,
         "ship_name": address.name,
         "ship_line1": address.line1,
@@ -373,7 +373,7 @@ def _upsert_order(session: Session, data: OrderIn, number: str, carriers: Dict[s
     for shipment_in in data.shipments:
         carrier = carriers[shipment_in.carrier]
         shipment = get_shipment(session=session, carrier_code=carrier.code, tracking_number=shipment_in.tracking_number)
-        shipped_at = _aware(shipment_in.shipped_at, settings.tz)
+        shipped_at = as_aware(shipment_in.shipped_at, settings.tz)
         if shipment is None:
             session.add(Shipment(order=order, carrier=carrier, tracking_number=shipment_in.tracking_number,
                                  shipped_at=shipped_at, estimated_delivery=shipment_in.estimated_delivery))
@@ -417,13 +417,13 @@ def ingest_event_rows(*, session: Session, rows: Iterable[Row], settings: Settin
         try:
             row = EventRowIn(**record)
         except ValidationError as exc:
-            problems += _describe(where, exc)
+            problems += describe_errors(where, exc)
             continue
         shipment = get_shipment(session=session, carrier_code=row.carrier, tracking_number=row.tracking_number)
         if shipment is None:
             problems.append(f"{where}, field tracking_number: no {row.carrier} shipment {row.tracking_number} in the store")
             continue
-        occurred_at = _aware(row.occurred_at, settings.tz)
+        occurred_at = as_aware(row.occurred_at, settings.tz)
         assert occurred_at is not None
         if occurred_at > utcnow() + dt.timedelta(hours=1):
             problems.append(f"{where}, field occurred_at: in the future ({occurred_at.isoformat()})")

@@ -37,7 +37,10 @@ from bot.domain.enums import (
     AddressChangeState,
     AddressMode,
     ClaimReason,
+    FeedSource,
     HandoffState,
+    NoticeKind,
+    NoticeState,
     OrderSource,
     ResolutionKind,
     Status,
@@ -209,6 +212,9 @@ class Shipment(Base):
     status = Column(String(30), nullable=False, default=Status.PENDING.value)
     shipped_at = Column(UTCDateTime)
     estimated_delivery = Column(Date)
+    #: The live feed's own window for the delivery day (AfterShip's min and max), when it gives one.
+    eta_earliest = Column(Date)
+    eta_latest = Column(Date)
     last_event_at = Column(UTCDateTime)
     created_at = Column(UTCDateTime, nullable=False, default=utcnow)
     updated_at = Column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
@@ -453,3 +459,90 @@ class ChannelDelivery(Base):
     claimed_at = Column(UTCDateTime)
 
     __table_args__ = (UniqueConstraint("channel", "message_id"),)
+
+
+class FeedReceipt(Base):
+    """One webhook call of a live tracking feed, recorded once by its event id.
+
+    A repeated event id is answered 200 and changes nothing.  A tracking number
+    the store does not know is recorded here too (and answered 200, so the feed
+    does not retry it for days); only the number, the carrier and the status are
+    kept, never the shopper's details a feed may carry.
+    """
+
+    __tablename__ = "feed_receipts"
+
+    id = Column(Integer, primary_key=True)
+    source = Column(String(20), nullable=False)
+    event_id = Column(String(120), nullable=False)
+    received_at = Column(UTCDateTime, nullable=False, default=utcnow, index=True)
+    tracking_number = Column(String(64), nullable=False, default="")
+    carrier = Column(String(40))
+    tag = Column(String(40), nullable=False, default="")
+    #: Whether the tracking number matched a shipment in the store.
+    known = Column(Boolean, nullable=False)
+    events_stored = Column(Integer, nullable=False, default=0)
+
+    __table_args__ = (
+        UniqueConstraint("source", "event_id"),
+        CheckConstraint(_in("source", FeedSource.values()), name="source_known"),
+        Index("ix_feed_receipts_tracking", "tracking_number"),
+    )
+
+
+class UpdateSubscription(Base):
+    """A shopper's consent to proactive updates about one order, on one conversation and channel."""
+
+    __tablename__ = "update_subscriptions"
+
+    id = Column(Integer, primary_key=True)
+    conversation_id = Column(String(255), nullable=False)
+    channel = Column(String(40), nullable=False)
+    order_number = Column(String(40), nullable=False, index=True)
+    created_at = Column(UTCDateTime, nullable=False, default=utcnow)
+    #: Set when the shopper stops the updates; a new consent clears it.
+    ended_at = Column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("conversation_id", "order_number"),)
+
+
+class Notification(Base):
+    """A proactive update in the outbox: one per conversation, parcel and change.
+
+    The unique key makes a change told once however often the feed repeats it;
+    the claim (``claimed_at``) lets one process of many send it, and a process
+    that dies leaves it to the next after the lease.
+    """
+
+    __tablename__ = "notifications"
+
+    id = Column(Integer, primary_key=True)
+    subscription_id = Column(ForeignKey("update_subscriptions.id", ondelete="CASCADE"), nullable=False, index=True)
+    conversation_id = Column(String(255), nullable=False)
+    channel = Column(String(40), nullable=False)
+    order_number = Column(String(40), nullable=False)
+    shipment_id = Column(ForeignKey("shipments.id", ondelete="CASCADE"), nullable=False)
+    kind = Column(String(30), nullable=False)
+    change_key = Column(String(120), nullable=False)
+    facts = Column(JSON, nullable=False, default=dict)
+    state = Column(String(20), nullable=False, default=NoticeState.QUEUED.value)
+    created_at = Column(UTCDateTime, nullable=False, default=utcnow)
+    #: Not before this (quiet hours move it to the morning).
+    due_at = Column(UTCDateTime, nullable=False)
+    claimed_at = Column(UTCDateTime)
+    attempts = Column(Integer, nullable=False, default=0)
+    sent_at = Column(UTCDateTime)
+    #: Why it was not sent, skipped or failed; or how it went out ("template").
+    outcome = Column(String(300), nullable=False, default="")
+    #: What the shopper was sent, for a widget that was closed when it went out.
+    messages = Column(JSON, nullable=False, default=list)
+    #: When an open widget confirmed it showed the update (widget only).
+    seen_at = Column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "shipment_id", "change_key"),
+        Index("ix_notifications_due", "state", "due_at"),
+        Index("ix_notifications_conversation", "conversation_id"),
+        CheckConstraint(_in("kind", NoticeKind.values()), name="kind_known"),
+        CheckConstraint(_in("state", NoticeState.values()), name="state_known"),
+    )

@@ -1,0 +1,285 @@
+"""Proactive updates in the store, on SQLite and PostgreSQL: the feeds, consent, each trigger, the limits.
+
+The webhooks and the channels over HTTP are in test_updates_live.py; here the
+services are driven directly with a fixed clock, so each rule is checked with
+the numbers worked out in the test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.config import load_settings
+from bot.domain import aftership
+from bot.domain.enums import NoticeKind, NoticeState
+from bot.domain.updates import parse_quiet_hours, release_time
+from bot.services import updates
+from bot.store.models import FeedReceipt, Notification, TrackingEvent
+from tests.test_store import make_order, make_shipment
+
+AMS = ZoneInfo("Europe/Amsterdam")
+#: Tuesday 17 November 2026, 10:00 in Amsterdam (09:00 UTC): inside the day, outside quiet hours.
+NOW = dt.datetime(2026, 11, 17, 9, 0, tzinfo=dt.timezone.utc)
+CONVERSATION = "widget:" + "a" * 32
+
+
+def settings_with(**values):
+    env = {"DATABASE_URL": "sqlite:///unused.db", "SHOP_TIMEZONE": "Europe/Amsterdam",
+           "NOTIFY_QUIET_HOURS": "21:00-08:00", "NOTIFY_MAX_PER_ORDER_PER_DAY": "3"}
+    env.update({key.upper(): str(value) for key, value in values.items()})
+    return load_settings(environ=env, env_file=None)
+
+
+@pytest.fixture
+def parcel(session):
+    """Order WS-5001 (promised Thu 19 Nov) with one DHL parcel in transit since Monday."""
+    order = make_order(session)
+    shipment = make_shipment(session, order)
+    feed(session, "InTransit", "InTransit_002", dt.datetime(2026, 11, 16, 8, 0, tzinfo=dt.timezone.utc))
+    session.flush()
+    return shipment
+
+
+def feed(session, tag, subtag, when, *, settings=None, event_id=None, estimate=None, now=NOW, location="Utrecht"):
+    body = aftership.sample_webhook(tracking_number="JVGL0001", slug="dhl", tag=tag, subtag=subtag,
+                                    message=f"{tag} scan", checkpoint_time=when, location=location,
+                                    event_id=event_id, estimate=estimate)
+    update = aftership.parse_webhook(json.dumps(body).encode())
+    return updates.ingest_aftership(session=session, update=update, settings=settings or settings_with(), now=now)
+
+
+def queued(session):
+    return list(session.scalars(select(Notification).where(Notification.state == NoticeState.QUEUED.value)
+                                .order_by(Notification.id)))
+
+
+def subscribe(session, settings=None, conversation=CONVERSATION, now=NOW):
+    return updates.subscribe(session=session, conversation_id=conversation, channel=conversation.split(":")[0],
+                             order_number="WS-5001", settings=settings or settings_with(), now=now)
+
+
+# --- the feed -----------------------------------------------------------------------------------
+
+
+def test_a_webhook_stores_its_checkpoint_once_and_a_replay_changes_nothing(session, parcel):
+    when = dt.datetime(2026, 11, 17, 6, 0, tzinfo=dt.timezone.utc)
+    first = feed(session, "OutForDelivery", "OutForDelivery_001", when, event_id="evt-1")
+    assert (first.duplicate, first.events_stored) == (False, 1)
+    again = feed(session, "OutForDelivery", "OutForDelivery_001", when, event_id="evt-1")
+    assert again.duplicate and again.events_stored == 0
+    # The same checkpoint in a new event (AfterShip re-sends the whole history) is stored once too.
+    third = feed(session, "OutForDelivery", "OutForDelivery_001", when, event_id="evt-2")
+    assert (third.duplicate, third.events_stored) == (False, 0)
+    assert session.scalar(select(func.count()).select_from(TrackingEvent)
+                          .where(TrackingEvent.shipment_id == parcel.id)) == 2
+    session.refresh(parcel)
+    assert parcel.status == "out_for_delivery"
+
+
+def test_an_unknown_tracking_number_is_recorded_and_nothing_else(session, parcel):
+    body = aftership.sample_webhook(tracking_number="NOSUCH123", slug="dhl", tag="InTransit",
+                                    subtag="InTransit_001", message="moving", checkpoint_time=NOW)
+    result = updates.ingest_aftership(session=session, update=aftership.parse_webhook(json.dumps(body).encode()),
+                                      settings=settings_with(), now=NOW)
+    assert result.unknown == ["NOSUCH123"] and result.events_stored == 0
+    receipt = session.scalars(select(FeedReceipt).where(FeedReceipt.tracking_number == "NOSUCH123")).one()
+    assert receipt.known is False
+
+
+def test_the_feeds_estimate_window_is_kept_on_the_shipment(session, parcel):
+    feed(session, "InTransit", "InTransit_007", dt.datetime(2026, 11, 17, 7, 0, tzinfo=dt.timezone.utc),
+         estimate=(dt.date(2026, 11, 20), dt.date(2026, 11, 19), dt.date(2026, 11, 21)))
+    session.refresh(parcel)
+    assert (parcel.eta_earliest, parcel.eta_latest) == (dt.date(2026, 11, 19), dt.date(2026, 11, 21))
+
+
+def test_own_format_batches_are_all_or_nothing_and_idempotent(session, parcel):
+    good = {"carrier": "dhl", "tracking_number": "JVGL0001", "occurred_at": "2026-11-17T08:30:00+01:00",
+            "code": "out-for-delivery", "location": "Amsterdam"}
+    bad = {"carrier": "dhl", "tracking_number": "JVGL0001", "code": "transit"}  # no occurred_at
+    with pytest.raises(updates.FeedRejected) as refused:
+        updates.ingest_own_events(session=session, body=json.dumps({"events": [good, bad]}).encode(),
+                                  settings=settings_with(), now=NOW)
+    assert any("occurred_at" in problem for problem in refused.value.problems)
+    assert session.scalar(select(func.count()).select_from(TrackingEvent)) == 1  # only the fixture's scan
+    body = json.dumps({"events": [good, {**good, "tracking_number": "UNKNOWN99"}]}).encode()
+    result = updates.ingest_own_events(session=session, body=body, settings=settings_with(), now=NOW)
+    assert (result.events_stored, result.unknown) == (1, ["UNKNOWN99"])
+    assert updates.ingest_own_events(session=session, body=body, settings=settings_with(), now=NOW).duplicate
+
+
+# --- consent and the triggers -------------------------------------------------------------------
+
+
+def test_nobody_is_queued_a_message_without_consent(session, parcel):
+    feed(session, "OutForDelivery", "OutForDelivery_001", dt.datetime(2026, 11, 17, 6, 0, tzinfo=dt.timezone.utc))
+    assert queued(session) == []
+
+
+@pytest.mark.parametrize("tag, subtag, kind", [
+    ("Exception", "Exception_004", NoticeKind.EXCEPTION),
+    ("AttemptFail", "AttemptFail_002", NoticeKind.FAILED_ATTEMPT),
+    ("AvailableForPickup", "AvailableForPickup_001", NoticeKind.PICKUP),
+    ("OutForDelivery", "OutForDelivery_001", NoticeKind.OUT_FOR_DELIVERY),
+    ("Exception", "Exception_013", NoticeKind.LOST),
+])
+def test_each_status_worth_a_message_queues_one_for_the_subscriber(session, parcel, tag, subtag, kind):
+    assert subscribe(session) is True
+    feed(session, tag, subtag, dt.datetime(2026, 11, 17, 7, 0, tzinfo=dt.timezone.utc))
+    rows = queued(session)
+    assert [(r.kind, r.conversation_id, r.order_number) for r in rows] == [(kind.value, CONVERSATION, "WS-5001")]
+
+
+def test_delivered_is_told_only_when_the_setting_asks_for_it(session, parcel):
+    subscribe(session)
+    feed(session, "Delivered", "Delivered_001", dt.datetime(2026, 11, 17, 7, 0, tzinfo=dt.timezone.utc))
+    assert queued(session) == []
+    parcel2 = make_shipment(session, parcel.order, tracking="JVGL0002")
+    on = settings_with(notify_delivered="true")
+    body = aftership.sample_webhook(tracking_number="JVGL0002", slug="dhl", tag="Delivered", subtag="Delivered_001",
+                                    message="delivered", checkpoint_time=dt.datetime(2026, 11, 17, 8, 0,
+                                                                                      tzinfo=dt.timezone.utc))
+    updates.ingest_aftership(session=session, update=aftership.parse_webhook(json.dumps(body).encode()),
+                             settings=on, now=NOW)
+    assert [(r.kind, r.shipment_id) for r in queued(session)] == [("delivered", parcel2.id)]
+
+
+def test_a_later_estimate_past_the_promise_is_told_and_each_further_slip_again(session, parcel):
+    subscribe(session)
+    when = dt.datetime(2026, 11, 17, 7, 0, tzinfo=dt.timezone.utc)
+    # Promised Thu 19 Nov; the feed now says 23-24 Nov: late.
+    feed(session, "InTransit", "InTransit_003", when, estimate=(dt.date(2026, 11, 24), dt.date(2026, 11, 23),
+                                                                dt.date(2026, 11, 24)))
+    assert [(r.kind, r.change_key) for r in queued(session)] == [("late_estimate", "eta:2026-11-24")]
+    # The same estimate again: nothing new.  A further slip: a second message.
+    feed(session, "InTransit", "InTransit_003", when, event_id="again",
+         estimate=(dt.date(2026, 11, 24), dt.date(2026, 11, 23), dt.date(2026, 11, 24)))
+    assert len(queued(session)) == 1
+    feed(session, "InTransit", "InTransit_004", when + dt.timedelta(hours=2),
+         estimate=(dt.date(2026, 11, 26), dt.date(2026, 11, 25), dt.date(2026, 11, 26)))
+    assert [r.change_key for r in queued(session)] == ["eta:2026-11-24", "eta:2026-11-26"]
+
+
+def test_what_the_shopper_was_just_told_is_not_sent_again_when_they_subscribe(session, parcel):
+    feed(session, "OutForDelivery", "OutForDelivery_001", dt.datetime(2026, 11, 17, 6, 0, tzinfo=dt.timezone.utc))
+    subscribe(session)
+    assert queued(session) == []
+    # A repeat of the same status from the carrier (a second scan) is not news either.
+    feed(session, "OutForDelivery", "OutForDelivery_003", dt.datetime(2026, 11, 17, 7, 0, tzinfo=dt.timezone.utc))
+    assert queued(session) == []
+
+
+def test_a_stalled_parcel_is_found_by_the_sweep_once_per_silence(session, parcel):
+    subscribe(session)
+    # Last scan Monday 16 Nov; POLICY_STALLED_BUSINESS_DAYS is 3: stalled from Thursday 19 Nov.
+    assert updates.sweep(session=session, settings=settings_with(), now=NOW + dt.timedelta(days=1)) == 0
+    thursday = dt.datetime(2026, 11, 19, 9, 0, tzinfo=dt.timezone.utc)
+    assert updates.sweep(session=session, settings=settings_with(), now=thursday) == 1
+    assert updates.sweep(session=session, settings=settings_with(), now=thursday + dt.timedelta(hours=5)) == 0
+    assert [r.kind for r in queued(session)] == ["stalled"]
+
+
+def test_stopping_updates_skips_what_is_queued_and_ends_consent(session, parcel):
+    subscribe(session)
+    feed(session, "OutForDelivery", "OutForDelivery_001", dt.datetime(2026, 11, 17, 6, 0, tzinfo=dt.timezone.utc))
+    assert len(queued(session)) == 1
+    assert updates.unsubscribe(session=session, conversation_id=CONVERSATION, order_number=None, now=NOW) == ["WS-5001"]
+    assert queued(session) == []
+    feed(session, "AttemptFail", "AttemptFail_001", dt.datetime(2026, 11, 17, 8, 0, tzinfo=dt.timezone.utc))
+    assert queued(session) == []
+    assert updates.subscriptions(session=session, conversation_id=CONVERSATION) == []
+
+
+# --- quiet hours, the cap, the outbox ------------------------------------------------------------
+
+
+def test_quiet_hours_hold_a_message_until_the_morning(session, parcel):
+    subscribe(session)
+    late = dt.datetime(2026, 11, 17, 21, 30, tzinfo=dt.timezone.utc)  # 22:30 in Amsterdam
+    feed(session, "AttemptFail", "AttemptFail_001", late - dt.timedelta(minutes=20), now=late)
+    row = queued(session)[0]
+    assert row.due_at == dt.datetime(2026, 11, 18, 7, 0, tzinfo=dt.timezone.utc)  # 08:00 in Amsterdam
+    assert updates.claim_due(session=session, now=late + dt.timedelta(hours=2)) == []
+    assert updates.claim_due(session=session, now=row.due_at) == [row.id]
+
+
+def test_quiet_hours_are_read_in_the_shops_zone_and_can_be_turned_off():
+    quiet = parse_quiet_hours("21:00-08:00")
+    at = dt.datetime(2026, 11, 17, 5, 0, tzinfo=dt.timezone.utc)  # 06:00 in Amsterdam
+    assert release_time(at, quiet, AMS) == dt.datetime(2026, 11, 17, 7, 0, tzinfo=dt.timezone.utc)
+    assert release_time(at, None, AMS) == at
+    assert parse_quiet_hours("") is None
+    for bad in ("9pm-8am", "21:00-21:00", "25:00-08:00"):
+        with pytest.raises(ValueError):
+            parse_quiet_hours(bad)
+
+
+def test_the_daily_cap_skips_what_goes_over_it_and_a_claim_is_one_processs(session, parcel):
+    settings = settings_with(notify_max_per_order_per_day=2)
+    subscribe(session, settings)
+    subscribe(session, settings, conversation="whatsapp:31612345678")
+    feed(session, "OutForDelivery", "OutForDelivery_001", dt.datetime(2026, 11, 17, 6, 0, tzinfo=dt.timezone.utc),
+         settings=settings)
+    ids = updates.claim_due(session=session, now=NOW)
+    assert len(ids) == 2 and updates.claim_due(session=session, now=NOW) == []  # held by the claim
+    for notification_id in ids:
+        assert updates.prepare(session=session, notification_id=notification_id, settings=settings, now=NOW)
+        updates.finish(session=session, notification_id=notification_id, state=NoticeState.SENT, now=NOW)
+    feed(session, "AttemptFail", "AttemptFail_001", dt.datetime(2026, 11, 17, 8, 0, tzinfo=dt.timezone.utc),
+         settings=settings)
+    third = updates.claim_due(session=session, now=NOW)
+    assert len(third) == 2
+    assert updates.prepare(session=session, notification_id=third[0], settings=settings, now=NOW) is None
+    row = session.get(Notification, third[0])
+    assert row.state == "skipped" and "daily limit of 2" in row.outcome
+    # The next shop day the cap starts again.
+    tomorrow = NOW + dt.timedelta(days=1)
+    assert updates.sent_today(session=session, order_number="WS-5001", now=tomorrow, settings=settings) == 0
+
+
+def test_a_claim_left_by_a_dead_process_is_taken_after_the_lease(session, parcel):
+    subscribe(session)
+    feed(session, "OutForDelivery", "OutForDelivery_001", dt.datetime(2026, 11, 17, 6, 0, tzinfo=dt.timezone.utc))
+    [held] = updates.claim_due(session=session, now=NOW)
+    assert updates.claim_due(session=session, now=NOW + dt.timedelta(seconds=30)) == []
+    assert updates.claim_due(session=session, now=NOW + updates.CLAIM_LEASE + dt.timedelta(seconds=1)) == [held]
+
+
+def test_an_update_overtaken_by_a_newer_one_is_skipped(session, parcel):
+    subscribe(session)
+    feed(session, "OutForDelivery", "OutForDelivery_001", dt.datetime(2026, 11, 17, 6, 0, tzinfo=dt.timezone.utc))
+    feed(session, "AttemptFail", "AttemptFail_001", dt.datetime(2026, 11, 17, 8, 0, tzinfo=dt.timezone.utc))
+    first, second = [r.id for r in queued(session)]
+    assert updates.prepare(session=session, notification_id=first, settings=settings_with(), now=NOW) is None
+    assert session.get(Notification, first).outcome.startswith("overtaken")
+    assert updates.prepare(session=session, notification_id=second, settings=settings_with(), now=NOW) is not None
+
+
+def test_the_update_wording_names_the_order_and_the_next_step(session, parcel):
+    subscribe(session)
+    feed(session, "AttemptFail", "AttemptFail_001", dt.datetime(2026, 11, 17, 8, 0, tzinfo=dt.timezone.utc))
+    [row] = queued(session)
+    number, response, variables = updates.wording(session=session, notification_id=row.id,
+                                                  settings=settings_with(), now=NOW)
+    assert (number, response) == ("WS-5001", "utter_update_failed_attempt")
+    assert variables["carrier"] == "DHL" and "DHL" in variables["missed"]
+
+
+def test_a_widget_update_waits_until_a_widget_shows_it(session, parcel):
+    subscribe(session)
+    feed(session, "OutForDelivery", "OutForDelivery_001", dt.datetime(2026, 11, 17, 6, 0, tzinfo=dt.timezone.utc))
+    [row_id] = updates.claim_due(session=session, now=NOW)
+    updates.finish(session=session, notification_id=row_id, state=NoticeState.SENT, now=NOW,
+                   messages=[{"text": "Good news: order WS-5001 is out for delivery with DHL."}])
+    assert updates.unseen_for(session=session, conversation_id=CONVERSATION) == [
+        (row_id, [{"text": "Good news: order WS-5001 is out for delivery with DHL."}])]
+    # Another conversation cannot mark it seen.
+    assert updates.mark_seen(session=session, conversation_id="widget:" + "b" * 32, notification_ids=[row_id],
+                             now=NOW) == 0
+    assert updates.mark_seen(session=session, conversation_id=CONVERSATION, notification_ids=[row_id], now=NOW) == 1
+    assert updates.unseen_for(session=session, conversation_id=CONVERSATION) == []
