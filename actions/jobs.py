@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from actions.common import UNPROVEN, polite_failure, said_since_message, send_to_helpdesk, still_verified, transcript
 from actions.context import context
+from bot.domain.carriers import FINAL_STATUSES
 from bot.domain.enums import AddressMode, ClaimOutcome, HandoffReason, Job, ResolutionKind, Status
 from bot.domain.questions import Question, Topic, questions, resolution_in, says_checked
-from bot.domain.carriers import FINAL_STATUSES
 from bot.services import address, claims, followups, updates
 from bot.services.answers import OFFER_HUMAN, Answer, Offer, delay_answer, status_answer
 from bot.services.handoff import availability, helpdesk_payload, open_handoff

@@ -4,6 +4,10 @@ setup                 migrate, add built-in carriers, seed demo data when the st
 migrate               bring the schema up to date
 seed-demo             replace the demo orders with a fresh set for today
 demo-orders [--json]  one order per demo scenario, to try each conversation
+eta-backtest [--low 0.1 --high 0.9] [--split time|loo] [--json]
+                      how often the delivery day fell inside the estimate's range
+simulate-feed [--order WS-1003] [--interval 3]
+                      send the running assistant a signed day of AfterShip events for the demo orders
 import orders FILE    orders and shipments from CSV or JSON
 import events FILE    carrier tracking events from CSV or JSON
 check-settings        validate .env and the environment
@@ -37,6 +41,8 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 #: Secrets setup writes to .env when neither the environment nor .env has a usable one.
 GENERATED_SECRETS = ("RASA_AUTH_TOKEN", "ACTION_SERVER_TOKEN")
+#: The tracking feed's secret, so `simulate-feed` works on a new machine; a shop using AfterShip sets AfterShip's.
+FEED_SECRETS = ("AFTERSHIP_WEBHOOK_SECRET",)
 
 
 def ensure_secrets(env_file: Path, environ: Optional[Dict[str, str]] = None) -> List[str]:
@@ -59,6 +65,14 @@ def ensure_secrets(env_file: Path, environ: Optional[Dict[str, str]] = None) -> 
         if environ.get(name, "").strip():
             continue
         if not weak_secret(existing.get(name) or ""):
+            continue
+        if not env_file.exists():
+            env_file.touch(mode=0o600)
+        set_key(str(env_file), name, secrets.token_urlsafe(32), quote_mode="never")
+        written.append(name)
+    for name in FEED_SECRETS:
+        # Written only when the name is nowhere: an empty value set on purpose keeps the feed off.
+        if name in environ or name in existing:
             continue
         if not env_file.exists():
             env_file.touch(mode=0o600)
@@ -130,6 +144,104 @@ def cmd_demo_orders(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{row['scenario']:<27} {row['order_number']:<8} {row['email']:<32} {row['postcode']:<9} "
               f"{row['status']:<22} {row['promised_date']}")
     return 0
+
+
+def _share(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
+
+
+def _width(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f} days"
+
+
+def cmd_eta_backtest(settings: Settings, args: argparse.Namespace) -> int:
+    """Replay the store's delivered shipments: the share of estimates whose range held the delivery day."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.services.eta import backtest
+    from bot.store import db
+
+    if not 0 <= args.low <= args.high <= 1:
+        print(f"--low and --high are percentiles between 0 and 1, low first (got {args.low} and {args.high}).",
+              file=sys.stderr)
+        return 2
+    with db.session_factory()() as session:
+        try:
+            result = backtest(session=session, settings=settings, low=args.low, high=args.high,
+                              min_samples=args.min_samples, business_days=not args.calendar_days,
+                              split=args.split)
+        except SQLAlchemyError as exc:
+            print(f"The store at {_safe_url(settings.database_url)} cannot be read "
+                  f"({exc.__class__.__name__}); run `python -m bot setup` first, with the same DATABASE_URL.",
+                  file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
+    learnt = ("only from parcels delivered before the scan" if result.split == "time"
+              else "from every other delivered parcel")
+    print(f"Delivery estimates replayed on {result.shipments} delivered shipments: after each scan, the "
+          f"{result.low * 100:g}th-{result.high * 100:g}th percentile range learnt {learnt} "
+          f"({'weekdays' if result.business_days else 'calendar days'}).")
+    if not result.overall.predictions:
+        print(f"No estimate could be made: a carrier and status needs {result.min_samples} delivered parcels "
+              "to learn from.")
+        return 0
+    print(f"{'':<24} {'predictions':>11} {'inside':>7} {'coverage':>9} {'mean width':>11}")
+    rows = [("all", result.overall), *[(f"carrier {code}", tally) for code, tally in sorted(result.carriers.items())],
+            *[(f"after {status}", tally) for status, tally in sorted(result.statuses.items())]]
+    for name, tally in rows:
+        print(f"{name:<24} {tally.predictions:>11} {tally.inside:>7} {_share(tally.coverage):>9} "
+              f"{_width(tally.mean_width):>11}")
+    print(f"The delivery day fell inside the range for {_share(result.overall.coverage)} of "
+          f"{result.overall.predictions} predictions; {result.unpredicted} scans had too little history "
+          f"(fewer than {result.min_samples} deliveries) for one.")
+    return 0
+
+
+def cmd_simulate_feed(settings: Settings, args: argparse.Namespace) -> int:
+    """Post a signed day of AfterShip-format webhooks for the demo orders to the running assistant."""
+    import time
+
+    import httpx
+
+    from bot.domain.updates import in_quiet_hours, parse_quiet_hours
+    from bot.services.simulation import headers, plan
+    from bot.store import db
+
+    if not settings.aftership_webhook_secret:
+        print("AFTERSHIP_WEBHOOK_SECRET is not set, so the assistant has no AfterShip endpoint: run "
+              "`python -m bot setup` (it writes one to .env) and restart the assistant.", file=sys.stderr)
+        return 2
+    url = (args.url or settings.rasa_api_url).rstrip("/") + "/webhooks/aftership/webhook"
+    with db.session_scope() as session:
+        day = plan(session=session, settings=settings, now=utcnow(), only=tuple(args.order or ()))
+    if not day:
+        print("No demo order has a parcel on its way: run `python -m bot seed-demo` first.", file=sys.stderr)
+        return 1
+    quiet = parse_quiet_hours(settings.notify_quiet_hours)
+    if quiet and in_quiet_hours(utcnow().astimezone(settings.tz).time(), quiet):
+        print(f"Quiet hours now ({settings.notify_quiet_hours} {settings.shop_timezone}): subscribed shoppers get "
+              "these updates when they end. NOTIFY_QUIET_HOURS= (empty) turns them off.")
+    failed = 0
+    for index, event in enumerate(day):
+        if index and args.interval > 0:
+            time.sleep(args.interval)
+        try:
+            answer = httpx.post(url, content=event.body, headers=headers(settings.aftership_webhook_secret, event.body),
+                                timeout=30)
+        except httpx.HTTPError as exc:
+            print(f"Cannot reach the assistant at {url} ({exc}); is `make run` running?", file=sys.stderr)
+            return 1
+        outcome = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
+        if answer.status_code != 200:
+            failed += 1
+            print(f"{event.order_number:<10} {event.what}: refused ({answer.status_code} {outcome.get('error', '')})")
+            continue
+        queued = outcome.get("updates_queued", 0)
+        print(f"{event.order_number:<10} {event.what}: stored {outcome.get('events_stored', 0)} event(s), "
+              f"{queued} update(s) queued for subscribed shoppers")
+    return 1 if failed else 0
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
@@ -265,6 +377,22 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-orders", help="one order per demo scenario")
     demo.add_argument("--json", action="store_true", help="print JSON")
     demo.set_defaults(func=cmd_demo_orders)
+    eta = sub.add_parser("eta-backtest", help="how often delivered parcels arrived inside the estimated range")
+    eta.add_argument("--low", type=float, default=0.1, help="the range's lower percentile (default 0.1)")
+    eta.add_argument("--high", type=float, default=0.9, help="the range's upper percentile (default 0.9)")
+    eta.add_argument("--split", choices=("time", "loo"), default="time",
+                     help="time: learn only from parcels delivered before each scan (default); "
+                          "loo: from every other delivered parcel")
+    eta.add_argument("--min-samples", type=int, default=10,
+                     help="deliveries a carrier and status need before a range is given (default 10)")
+    eta.add_argument("--calendar-days", action="store_true", help="count calendar days instead of weekdays")
+    eta.add_argument("--json", action="store_true", help="print JSON")
+    eta.set_defaults(func=cmd_eta_backtest)
+    feed = sub.add_parser("simulate-feed", help="send the running assistant a signed day of AfterShip events")
+    feed.add_argument("--url", help="the assistant (default: this machine's, RASA_PORT)")
+    feed.add_argument("--order", action="append", help="only this demo order (repeatable)")
+    feed.add_argument("--interval", type=float, default=3.0, help="seconds between events (default 3)")
+    feed.set_defaults(func=cmd_simulate_feed)
     imp = sub.add_parser("import", help="import orders or carrier events from CSV or JSON")
     imp.add_argument("kind", choices=("orders", "events"))
     imp.add_argument("file")

@@ -277,7 +277,8 @@ class Settings(BaseModel):
     @validator("aftership_webhook_secret", "tracking_webhook_secret")
     def _feed_secret(cls, value: str, values: Dict[str, object]) -> str:
         if value and values.get("env") == "production" and weak_secret(value):
-            raise ValueError(f"use the feed's random secret (at least {MIN_SECRET_CHARS} characters), or leave it empty")
+            raise ValueError(f"use the feed's random secret (at least {MIN_SECRET_CHARS} characters), "
+                             "or leave it empty")
         return value.strip()
 
     @validator("rasa_url", "helpdesk_url")

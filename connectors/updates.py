@@ -207,7 +207,7 @@ class Notifier:
         if name == "widget" and output is not None:
             from connectors.widget import UpdateOutput
 
-            return UpdateOutput(output.sio, notification_id)  # type: ignore[attr-defined]
+            return UpdateOutput(output.sio, notification_id)
         return output
 
     async def deliver(self, notification_id: int) -> int:
@@ -272,13 +272,13 @@ class Notifier:
             return False
         parameters = [{"type": "text", "text": value} for value in template_parameters(outgoing, self.settings.tz)]
         if outgoing.channel == "whatsapp":
-            answer = await sender.post({  # type: ignore[attr-defined]
+            answer = await sender.post({
                 "messaging_product": "whatsapp", "to": outgoing.conversation_id, "type": "template",
                 "template": {"name": self.settings.whatsapp_update_template,
                              "language": {"code": self.settings.whatsapp_template_language},
                              "components": [{"type": "body", "parameters": parameters}]}})
             return answer is not None
-        return await sender.send_utility_template(  # type: ignore[attr-defined]
+        return await sender.send_utility_template(
             outgoing.conversation_id, self.settings.messenger_update_template,
             self.settings.messenger_template_language, [p["text"] for p in parameters])
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bot.domain.carriers import (BUILT_IN_CARRIERS, CANONICAL_STATUSES, REASONS, is_aftership_code, normalise_code,
-                                 tracking_url)
+from bot.domain.carriers import (
+    BUILT_IN_CARRIERS,
+    CANONICAL_STATUSES,
+    REASONS,
+    is_aftership_code,
+    normalise_code,
+    tracking_url,
+)
 from bot.store.demo import STEP_CODES
 
 CARRIERS = {c.code: c for c in BUILT_IN_CARRIERS}

@@ -100,15 +100,26 @@ def test_setup_writes_random_secrets_once_and_keeps_the_environments(tmp_path):
 
     env_file = tmp_path / ".env"
     env_file.write_text("SHOP_NAME=Corner Shop\nRASA_AUTH_TOKEN=dev-token-change-me\n")
-    assert ensure_secrets(env_file, environ={}) == ["RASA_AUTH_TOKEN", "ACTION_SERVER_TOKEN"]
+    assert ensure_secrets(env_file, environ={}) == ["RASA_AUTH_TOKEN", "ACTION_SERVER_TOKEN",
+                                                    "AFTERSHIP_WEBHOOK_SECRET"]
     first = dotenv_values(env_file)
+    assert len(first["AFTERSHIP_WEBHOOK_SECRET"]) >= 32
     assert first["SHOP_NAME"] == "Corner Shop"
     assert len(first["RASA_AUTH_TOKEN"]) >= 32 and len(first["ACTION_SERVER_TOKEN"]) >= 32
     assert first["RASA_AUTH_TOKEN"] != first["ACTION_SERVER_TOKEN"]
     assert ensure_secrets(env_file, environ={}) == [] and dotenv_values(env_file) == first  # idempotent
     other = tmp_path / "other.env"
-    assert ensure_secrets(other, environ={"RASA_AUTH_TOKEN": "from-the-environment"}) == ["ACTION_SERVER_TOKEN"]
+    assert ensure_secrets(other, environ={"RASA_AUTH_TOKEN": "from-the-environment",
+                                          "AFTERSHIP_WEBHOOK_SECRET": ""}) == ["ACTION_SERVER_TOKEN"]
     assert oct(other.stat().st_mode & 0o777) == "0o600"
+    # A feed secret set empty on purpose keeps the feed off; a shop's own AfterShip secret is never replaced.
+    kept = tmp_path / "kept.env"
+    kept.write_text("AFTERSHIP_WEBHOOK_SECRET=\n")
+    assert "AFTERSHIP_WEBHOOK_SECRET" not in ensure_secrets(kept, environ={})
+    short = tmp_path / "short.env"
+    short.write_text("AFTERSHIP_WEBHOOK_SECRET=shopsown\n")
+    ensure_secrets(short, environ={})
+    assert dotenv_values(short)["AFTERSHIP_WEBHOOK_SECRET"] == "shopsown"
 
 
 def test_check_settings_lists_what_is_unsafe_for_production(tmp_path):

@@ -283,3 +283,20 @@ def test_a_widget_update_waits_until_a_widget_shows_it(session, parcel):
                              now=NOW) == 0
     assert updates.mark_seen(session=session, conversation_id=CONVERSATION, notification_ids=[row_id], now=NOW) == 1
     assert updates.unseen_for(session=session, conversation_id=CONVERSATION) == []
+
+
+def test_a_late_estimate_is_worded_as_the_feeds_range_after_the_promise(session, parcel):
+    subscribe(session)
+    feed(session, "InTransit", "InTransit_003", dt.datetime(2026, 11, 17, 7, 0, tzinfo=dt.timezone.utc),
+         estimate=(dt.date(2026, 11, 24), dt.date(2026, 11, 23), dt.date(2026, 11, 24)))
+    [row] = queued(session)
+    _, response, variables = updates.wording(session=session, notification_id=row.id, settings=settings_with(),
+                                             now=NOW)
+    # Promised Thu 19 Nov; the feed says Mon 23 to Tue 24 Nov: up to 5 days late.
+    assert response == "utter_update_late_estimate"
+    assert (variables["when"], variables["late"], variables["promised"]) == (
+        "between Mon 23 and Tue 24 Nov", "up to 5 days", "Thu 19 Nov")
+    # Once the whole window has gone by, no date is given as an estimate.
+    _, response, variables = updates.wording(session=session, notification_id=row.id, settings=settings_with(),
+                                             now=dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.timezone.utc))
+    assert response == "utter_update_late_no_date" and "when" not in variables

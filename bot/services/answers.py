@@ -17,6 +17,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from sqlalchemy.orm import object_session
+
 from bot.config import Settings
 from bot.domain.carriers import (
     MISSED_DELIVERY_FALLBACK,
@@ -25,20 +27,14 @@ from bot.domain.carriers import (
     built_in_carrier,
 )
 from bot.domain.enums import ClaimReason, DelayReason, HandoffReason, Status
+from bot.domain.eta import CARRIER, CARRIER_DATE, HISTORY, EtaRange, day, describe_range
 from bot.domain.tracking import Scan, ShipmentState, claim_fits, late_claim_from
+from bot.services.eta import shipment_eta_range
 from bot.store.models import Order, Shipment
 from bot.store.queries import shipment_state, shipment_tracking_url
 
-
-def day(value: dt.date, today: Optional[dt.date] = None) -> str:
-    if today is not None:
-        if value == today:
-            return "today"
-        if value == today + dt.timedelta(days=1):
-            return "tomorrow"
-        if value == today - dt.timedelta(days=1):
-            return "yesterday"
-    return f"{value:%a} {value.day} {value:%b}"
+# `day`, the way every answer writes a day, lives in bot.domain.eta beside the ranges; the other
+# services import it from here.
 
 
 def moment(value: dt.datetime, settings: Settings, today: dt.date) -> str:
@@ -160,10 +156,23 @@ class _Facts:
     state: ShipmentState
     settings: Settings
     today: dt.date
+    #: When it should arrive (`bot.services.eta`), never starting before today; None: nothing still to come.
+    eta_range: Optional[EtaRange] = None
 
     @property
     def carrier(self) -> str:
         return self.shipment.carrier.name
+
+    @property
+    def estimate(self) -> Optional[EtaRange]:
+        """The range to give: `eta_range`, else the carrier's date (facts built without a range)."""
+        if self.eta_range is not None:
+            return self.eta_range
+        return EtaRange(self.eta, self.eta, CARRIER_DATE) if self.eta is not None else None
+
+    def when(self, estimate: EtaRange) -> str:
+        """An estimate as the answers write it: "Fri 20 Nov", "tomorrow", "between Thu 19 and Fri 20 Nov"."""
+        return describe_range(estimate, self.today, on=False)
 
     @property
     def promised(self) -> Optional[dt.date]:
@@ -306,7 +315,7 @@ def _on_the_way(read: _Reading, facts: _Facts, *, delay: bool) -> None:
     held = state.status == Status.EXCEPTION
     customs = held and state.delay_reason == DelayReason.CUSTOMS
     read.sorry = facts.past or facts.likely or state.stalled
-    expects = (f"{carrier} now expects it {facts.day(facts.eta)}, after the date we promised "
+    expects = (f"{carrier} now expects it {_carrier_expects(facts)}, after the date we promised "
                f"({facts.day(promised)})." if facts.likely and facts.eta and promised else "")
     if state.status in _MOVING:
         what = _MOVING[state.status].format(carrier=carrier)
@@ -344,15 +353,36 @@ def _on_the_way(read: _Reading, facts: _Facts, *, delay: bool) -> None:
     _late_steps(read, facts)
 
 
+def _carrier_expects(facts: _Facts) -> str:
+    """The carrier's date after the promise; its own range instead when all of that range is after it."""
+    assert facts.eta is not None
+    estimate, promised = facts.eta_range, facts.promised
+    if (estimate is not None and estimate.source == CARRIER and promised is not None
+            and estimate.earliest > promised):
+        return facts.when(estimate)
+    return facts.day(facts.eta)
+
+
+def _expected_delivery(facts: _Facts) -> Optional[str]:
+    """The estimate of a parcel not yet late: "Expected delivery: ..."; or that the carrier's has gone by."""
+    estimate, carrier, first = facts.estimate, facts.carrier, facts.state.eta
+    if estimate is None:
+        if first is not None:
+            return f"It's taking longer than {carrier} first estimated, and they haven't given a new date yet."
+        return None
+    if facts.state.status == Status.OUT_FOR_DELIVERY and estimate.latest == facts.today:
+        return None  # "out for delivery with DHL today" says it
+    if estimate.source == HISTORY and first is not None and first < facts.today:
+        return f"It's taking longer than {carrier} first estimated; we now expect it {facts.when(estimate)}."
+    return f"Expected delivery: {facts.when(estimate)}."
+
+
 def _not_late(read: _Reading, facts: _Facts, what: str) -> None:
     """The delay answer for a parcel on time: it isn't late, with the estimate and the promise."""
     read.predicate = f"isn't late: {what[:1].lower()}{what[1:]}"
-    if facts.eta is not None:
-        if not (facts.state.status == Status.OUT_FOR_DELIVERY and facts.eta == facts.today):
-            read.sentences.append(f"Expected delivery: {facts.day(facts.eta)}.")
-    elif facts.state.eta is not None:
-        read.sentences.append(f"It's taking longer than {facts.carrier} first estimated, and they haven't given a "
-                              "new date yet.")
+    expected = _expected_delivery(facts)
+    if expected:
+        read.sentences.append(expected)
     if facts.promised is not None:
         read.sentences.append(f"We promised it by {facts.day(facts.promised)}.")
 
@@ -381,19 +411,29 @@ def _held_or_missed(read: _Reading, facts: _Facts) -> None:
 
 
 def _estimate(read: _Reading, facts: _Facts) -> None:
-    """The carrier's estimate, never a date already gone: an overdue estimate is said to be overdue."""
-    state, carrier, eta = facts.state, facts.carrier, facts.eta
-    if eta is not None and facts.past:
-        read.sentences.append(f"{carrier} now expects it {facts.day(eta)}.")
-    elif eta is not None and state.status == Status.EXCEPTION:
-        read.sentences.append(f"{carrier} still expects to deliver it {facts.day(eta)}, once customs clears it.")
-    elif eta is not None and not (state.status == Status.OUT_FOR_DELIVERY and eta == facts.today):
-        read.sentences.append(f"Expected delivery: {facts.day(eta)}.")
-    elif eta is None and facts.past:
-        read.sentences.append(f"{carrier} hasn't given a new delivery date yet.")
-    elif eta is None and state.eta is not None:
-        read.sentences.append(f"It's taking longer than {carrier} first estimated, and they haven't given a new "
-                              "date yet.")
+    """The estimate, never a day already gone: an overdue estimate is said to be overdue.
+
+    The carrier's own range or date is given as theirs; one from the shop's delivery history as ours.
+    """
+    state, carrier, estimate = facts.state, facts.carrier, facts.estimate
+    ours = estimate is not None and estimate.source == HISTORY
+    if facts.past:
+        if estimate is None:
+            read.sentences.append(f"{carrier} hasn't given a new delivery date yet.")
+        elif not ours:
+            read.sentences.append(f"{carrier} now expects it {facts.when(estimate)}.")
+        elif facts.eta is None:
+            read.sentences.append(f"{carrier} hasn't given a new delivery date yet; we expect it "
+                                  f"{facts.when(estimate)}.")
+        else:
+            read.sentences.append(f"We now expect it {facts.when(estimate)}.")
+    elif estimate is not None and not ours and state.status == Status.EXCEPTION:
+        read.sentences.append(f"{carrier} still expects to deliver it {facts.when(estimate)}, once customs "
+                              "clears it.")
+    else:
+        expected = _expected_delivery(facts)
+        if expected:
+            read.sentences.append(expected)
 
 
 def _late_steps(read: _Reading, facts: _Facts) -> None:
@@ -519,9 +559,12 @@ def _compose(order: Order, settings: Settings, now: dt.datetime, *, delay: bool,
         if len(found) > 1 and not delay:
             messages.append(f"Order {order.number} ships in {len(found)} parcels.")
         all_delivered = all(p.state.status == Status.DELIVERED for p in found)
+        session = object_session(order)  # the store the order came from: its delivery history
         for index, parcel in enumerate(found):
             label = _label(order, found, index, delay=delay)
-            facts = _Facts(order, parcel.shipment, parcel.state, settings, today)
+            expected = shipment_eta_range(session=session, shipment=parcel.shipment, settings=settings, now=now,
+                                          state=parcel.state)
+            facts = _Facts(order, parcel.shipment, parcel.state, settings, today, expected)
             read = _read(facts, delay=delay, all_delivered=all_delivered)
             lines = [read.text(label)]
             if not delay:

@@ -36,15 +36,15 @@ from bot.domain.carriers import FINAL_STATUSES
 from bot.domain.enums import FeedSource, NoticeKind, NoticeState
 from bot.domain.updates import STATUS_KINDS, Notice, notice_for, parse_quiet_hours, release_time, shop_day_start
 from bot.store.importer import EventRowIn, as_aware, describe_errors
-from bot.store.models import FeedReceipt, Notification, Order, Shipment, TrackingEvent, UpdateSubscription
+from bot.store.models import FeedReceipt, Notification, Shipment, TrackingEvent, UpdateSubscription
 from bot.store.queries import EventIn, add_events, get_order, get_shipment, shipment_state
 
 #: How long a claim keeps a message from other processes.
 CLAIM_LEASE = dt.timedelta(seconds=60)
 #: Sending attempts before a message counts as failed.
 MAX_ATTEMPTS = 5
-#: Channels whose conversations can receive an update.
-PUSH_CHANNELS = ("widget", "whatsapp", "messenger", "rest")
+#: The feed's estimate: (the day, the earliest, the latest), each of them possibly unknown.
+Window = Tuple[Optional[dt.date], Optional[dt.date], Optional[dt.date]]
 
 
 class FeedRejected(ValueError):
@@ -156,7 +156,8 @@ def plan(*, session: Session, shipment: Shipment, settings: Settings, now: dt.da
         UpdateSubscription.order_number == shipment.order.number, UpdateSubscription.ended_at.is_(None))))
     if not subscribers:
         return []
-    notice = notice_for(shipment_state(shipment, settings=settings, now=now), notify_delivered=settings.notify_delivered)
+    state = shipment_state(shipment, settings=settings, now=now)
+    notice = notice_for(state, notify_delivered=settings.notify_delivered)
     if notice is None:
         return []
     due_at = release_time(now, parse_quiet_hours(settings.notify_quiet_hours), settings.tz)
@@ -213,8 +214,7 @@ def _find_shipment(session: Session, carrier: Optional[str], tracking_number: st
 
 
 def _store(session: Session, shipment: Shipment, events: Sequence[EventIn], settings: Settings, now: dt.datetime,
-           result: FeedResult, *, estimate: Optional[Tuple[Optional[dt.date], Optional[dt.date], Optional[dt.date]]] = None
-           ) -> None:
+           result: FeedResult, *, estimate: Optional[Window] = None) -> None:
     stored = add_events(session=session, shipment=shipment, events=events) if events else 0
     changed = stored > 0
     if estimate is not None:
@@ -438,7 +438,9 @@ def wording(*, session: Session, notification_id: int, settings: Settings, now: 
             ) -> Optional[Tuple[str, str, Dict[str, Any]]]:
     """(order number, response name, its variables) for an update, from the parcel's facts now."""
     from bot.domain.carriers import REASON_LABELS
+    from bot.domain.eta import describe_range
     from bot.services.answers import _hold_days, _missed_delivery, day
+    from bot.services.eta import shipment_eta_range
 
     row = session.get(Notification, notification_id)
     if row is None:
@@ -457,18 +459,15 @@ def wording(*, session: Session, notification_id: int, settings: Settings, now: 
         variables["because"] = f" because of {REASON_LABELS[reason]}" if reason in REASON_LABELS else ""
         variables["next_step"] = _EXCEPTION_NEXT.get(str(reason), _EXCEPTION_NEXT_DEFAULT)
     elif kind == NoticeKind.LATE_ESTIMATE:
-        eta = state.eta
-        earliest, latest = shipment.eta_earliest, shipment.eta_latest
-        if earliest and latest and latest >= today and earliest != latest:
-            variables["when"] = f"between {day(max(earliest, today), today)} and {day(latest, today)}"
-        elif eta is not None and eta >= today:
-            when = day(eta, today)
-            variables["when"] = when if when in ("today", "tomorrow") else f"on {when}"
-        else:
-            return row.order_number, "utter_update_late_no_date", variables  # no future date to give
+        # The range the status and delay answers give too (bot.services.eta), never a day already gone.
+        estimate = shipment_eta_range(session=session, shipment=shipment, settings=settings, now=now, state=state)
+        if estimate is None:
+            return row.order_number, "utter_update_late_no_date", variables
+        variables["when"] = describe_range(estimate, today)
         promised = state.promised_date
-        late_by = ((latest or eta) - promised).days if promised and (latest or eta) else 0  # type: ignore[operator]
-        variables["late"] = f"{late_by} day{'s' if late_by != 1 else ''}"
+        late_by = (estimate.latest - promised).days if promised else 0
+        variables["late"] = f"up to {late_by} day{'s' if late_by != 1 else ''}" if estimate.days > 1 else \
+            f"{late_by} day{'s' if late_by != 1 else ''}"
         variables["promised"] = day(promised, today) if promised else "the promised date"
     elif kind == NoticeKind.FAILED_ATTEMPT:
         variables["missed"] = _missed_delivery(shipment)
