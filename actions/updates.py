@@ -26,6 +26,7 @@ from bot.store.queries import get_order
 #: The intent the outbox triggers, and the entity carrying the update's id.
 UPDATE_INTENT = "EXTERNAL_tracking_update"
 UPDATE_ENTITY = "notification_id"
+KEY_ENTITY = "update_key"
 
 
 def channel_of(conversation_id: str) -> str:
@@ -66,7 +67,10 @@ class ActionSubscribeUpdates(Action):
                                     settings=ctx.settings, now=ctx.now())
             return "utter_updates_on" if new else "utter_updates_already"
 
-        dispatcher.utter_message(response=await ctx.store(work), number=number)
+        response = await ctx.store(work)
+        hours = ctx.settings.notify_quiet_hours.replace("-", " and ")
+        quiet = f" (not between {hours})" if ctx.settings.notify_quiet_hours else ""
+        dispatcher.utter_message(response=response, number=number, quiet=quiet)
         return []
 
 
@@ -102,20 +106,26 @@ class ActionTrackingUpdate(Action):
     @polite_failure
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
-        ids = [e.get("value") for e in tracker.latest_message.get("entities", []) if e.get("entity") == UPDATE_ENTITY]
+        entities = tracker.latest_message.get("entities", [])
+        ids = [e.get("value") for e in entities if e.get("entity") == UPDATE_ENTITY]
+        keys = [e.get("value") for e in entities if e.get("entity") == KEY_ENTITY]
         try:
             notification_id = int(ids[-1])
         except (IndexError, TypeError, ValueError):
             return []
         ctx = context()
+        if not updates.trigger_is_genuine(ctx.settings, notification_id, keys[-1] if keys else None):
+            return []  # typed by someone, not sent by the outbox
         conversation = tracker.sender_id
 
         def work(session: Session) -> Optional[tuple]:
+            facts = updates.notification_facts(session=session, notification_id=notification_id)
+            if facts is None or facts["conversation_id"] != conversation or facts["state"] != "queued":
+                return None  # not this conversation's update, or not one being sent now: nothing is revealed
             found = updates.wording(session=session, notification_id=notification_id, settings=ctx.settings,
                                     now=ctx.now())
-            facts = updates.notification_facts(session=session, notification_id=notification_id)
-            if found is None or facts is None or facts["conversation_id"] != conversation:
-                return None  # not this conversation's update: nothing is revealed
+            if found is None:
+                return None
             remember(session=session, conversation_id=conversation, order_number=found[0], now=ctx.now())
             return found
 

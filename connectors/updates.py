@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 #: The external intent and entity the update action answers (actions/updates.py).
 UPDATE_INTENT = "EXTERNAL_tracking_update"
 UPDATE_ENTITY = "notification_id"
+#: The trigger's proof that it comes from the outbox (see `updates.trigger_key`).
+KEY_ENTITY = "update_key"
 #: The own feed's signature header (same scheme as AfterShip's).
 OWN_SIGNATURE_HEADER = "x-tracking-hmac-sha256"
 #: Meta's customer service window: free-form messages only this long after the shopper's last message.
@@ -239,8 +241,9 @@ class Notifier:
                 await self._finish(notification_id, NoticeState.FAILED, f"the {outgoing.channel} template was refused")
                 return 0
             recording = Recording(real)
-            await agent.trigger_intent(UPDATE_INTENT, [{"entity": UPDATE_ENTITY, "value": str(notification_id)}],
-                                       recording, tracker)
+            entities = [{"entity": UPDATE_ENTITY, "value": str(notification_id)},
+                        {"entity": KEY_ENTITY, "value": updates.trigger_key(self.settings, notification_id)}]
+            await agent.trigger_intent(UPDATE_INTENT, entities, recording, tracker)
         if not recording.messages:
             # The action said nothing: a person holds the conversation (the bot is paused), or the update
             # no longer applies to it.

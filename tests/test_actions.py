@@ -1170,7 +1170,7 @@ async def test_yes_to_the_offer_of_updates_subscribes_and_no_other_yes_does(shop
 async def test_an_update_says_nothing_to_another_conversation_and_reopens_the_proof_for_its_own(shop):
     """The update's id is checked against the conversation: a forged trigger reveals nothing."""
     from actions.updates import ActionTrackingUpdate
-    from bot.domain.enums import NoticeKind
+    from bot.domain.enums import NoticeKind, NoticeState
     from bot.domain.updates import Notice
     from bot.services import updates as update_service
     from bot.store.models import Shipment
@@ -1190,9 +1190,15 @@ async def test_an_update_says_nothing_to_another_conversation_and_reopens_the_pr
         return row.id
 
     notification_id = ctx._transaction(queue)
-    trigger = [{"entity": "notification_id", "value": str(notification_id)}]
+    trigger = [{"entity": "notification_id", "value": str(notification_id)},
+               {"entity": "update_key", "value": update_service.trigger_key(ctx.settings, notification_id)}]
     events, messages = await run(ActionTrackingUpdate(), tracker("", "EXTERNAL_tracking_update", entities=trigger))
     assert (events, messages) == ([], [])
+    # The owner typing the trigger (as anyone can type an intent) proves nothing: no key, or a made-up one.
+    for typed in ([trigger[0]], [trigger[0], {"entity": "update_key", "value": "0" * 32}]):
+        events, messages = await run(ActionTrackingUpdate(), tracker("", "EXTERNAL_tracking_update", sender=owner,
+                                                                     entities=typed))
+        assert (events, messages) == ([], [])
     events, messages = await run(ActionTrackingUpdate(), tracker("", "EXTERNAL_tracking_update", sender=owner,
                                                                  entities=trigger))
     assert [m["response"] for m in messages] == ["utter_update_out_for_delivery"]
@@ -1200,3 +1206,8 @@ async def test_an_update_says_nothing_to_another_conversation_and_reopens_the_pr
     assert ctx._transaction(lambda session: is_verified(session=session, conversation_id=owner,
                                                         order_number=order["order_number"], now=ctx.now(),
                                                         ttl_minutes=30))
+    # Once sent, the same trigger says nothing again.
+    ctx._transaction(lambda session: update_service.finish(session=session, notification_id=notification_id,
+                                                           state=NoticeState.SENT, now=ctx.now()))
+    assert await run(ActionTrackingUpdate(), tracker("", "EXTERNAL_tracking_update", sender=owner,
+                                                     entities=trigger)) == ([], [])

@@ -273,3 +273,27 @@ async def test_a_failing_helpdesk_never_loses_the_handoff(shop, helpdesk_env):
                 == ["handoff.created", "handoff.helpdesk_failed"]
     finally:
         desk.close()
+
+
+def test_the_agents_transcript_shows_a_proactive_update_as_one_and_not_its_trigger():
+    from bot.services.handoff import transcript
+
+    events = [
+        {"event": "user", "text": "where is WS-1003", "timestamp": 1_796_000_000,
+         "parse_data": {"intent": {"name": "order_status"}}},
+        {"event": "bot", "text": "It's on its way.", "timestamp": 1_796_000_001},
+        {"event": "user", "text": "EXTERNAL: EXTERNAL_tracking_update", "timestamp": 1_796_000_100,
+         "parse_data": {"intent": {"name": "EXTERNAL_tracking_update"},
+                        "entities": [{"entity": "notification_id", "value": "4"}]}},
+        {"event": "bot", "text": "Good news: order WS-1003 is out for delivery.", "timestamp": 1_796_000_101},
+        {"event": "user", "text": "great", "timestamp": 1_796_000_200, "parse_data": {"intent": {"name": "thanks"}}},
+        {"event": "bot", "text": "You're welcome!", "timestamp": 1_796_000_201},
+    ]
+    lines = transcript(events)
+    assert [(line["from"], line["text"], line.get("update", False)) for line in lines] == [
+        ("shopper", "where is WS-1003", False),
+        ("bot", "It's on its way.", False),
+        ("bot", "Good news: order WS-1003 is out for delivery.", True),
+        ("shopper", "great", False),
+        ("bot", "You're welcome!", False),
+    ]

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -52,6 +53,7 @@ from .test_widget import Shopper
 pytestmark = pytest.mark.slow
 
 TOKEN = "scaled-out-token"
+FEED_SECRET = "scaled-out-feed-secret-0123456789abcdef"
 STARTUP_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 20.0
 REPLY_TIMEOUT_S = 60.0
@@ -279,6 +281,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]
             "RABBITMQ_PASSWORD": amqp_at.password or "guest",
             "RABBITMQ_QUEUE": queue,
             "RABBITMQ_EXCHANGE": exchange,
+            # Proactive updates: both replicas run the outbox, polling often so they race for each update.
+            "AFTERSHIP_WEBHOOK_SECRET": FEED_SECRET,
+            "NOTIFY_QUIET_HOURS": "",
+            "NOTIFY_POLL_SECONDS": "0.2",
         }
         servers.append(_action_server(action_port, env).launch())
         replicas: List[str] = []
@@ -480,3 +486,46 @@ async def test_an_agents_reply_sent_through_one_replica_reaches_the_widget_conne
     finally:
         await console.aclose()
     assert BACK_WITH_BOT in back["text"]
+
+
+async def test_each_proactive_update_is_said_once_with_two_replicas_running_the_outbox(cluster):
+    """Both replicas poll the outbox every 0.2 s; each update is claimed by one and said once."""
+    from bot.domain import aftership
+
+    order = cluster["orders"]["in_transit_on_time"]
+    first, second = cluster["replicas"]
+    sender = f"replicas-updates-{uuid.uuid4().hex[:6]}"
+    async with httpx.AsyncClient() as client:
+        await say(client, first, sender, f"where is {order['order_number']}? {order['email']}")
+        said = texts(await say(client, second, sender, "/subscribe_updates"))
+        assert any("I'll message you here when anything changes" in t for t in said)
+        slug = {"royalmail": "royal-mail"}.get(order["carrier"], order["carrier"])
+        now = time.time()
+        changes = [("InTransit", "InTransit_003", "At the depot", 50), ("OutForDelivery", "OutForDelivery_001",
+                                                                         "Out for delivery", 40)]
+        for index, (tag, subtag, message, minutes_ago) in enumerate(changes):
+            body = json.dumps(aftership.sample_webhook(
+                tracking_number=order["tracking_numbers"][-1], slug=slug, tag=tag, subtag=subtag, message=message,
+                checkpoint_time=datetime.fromtimestamp(now - 60 * minutes_ago, timezone.utc))).encode()
+            answer = await client.post(f"{cluster['replicas'][index % 2]}/webhooks/aftership/webhook", content=body,
+                                       headers={aftership.SIGNATURE_HEADER: aftership.sign(FEED_SECRET, body)})
+            assert answer.status_code == 200, answer.text
+
+        from sqlalchemy import create_engine, text
+
+        store = create_engine(cluster["env"]["DATABASE_URL"], future=True)
+        try:
+            def closed() -> List[Tuple[str, str]]:
+                with store.connect() as conn:
+                    rows = conn.execute(text("SELECT state, outcome FROM notifications WHERE conversation_id = :c"),
+                                        {"c": f"rest:{sender}"}).all()
+                return [(r[0], r[1]) for r in rows] if rows and all(r[0] != "queued" for r in rows) else []
+
+            # Once no update is queued, neither replica can claim one again: the transcript is final.
+            rows = await wait_for(closed, what="the update sent by one of the replicas", timeout=60)
+        finally:
+            store.dispose()
+        events = await tracker_events(client, first, sender)
+        updates = [e.get("text") for e in events
+                   if e["event"] == "bot" and (e.get("text") or "").startswith("Good news")]
+        assert [state for state, _ in rows if state == "sent"] == ["sent"] and len(updates) == 1

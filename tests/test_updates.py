@@ -300,3 +300,14 @@ def test_a_late_estimate_is_worded_as_the_feeds_range_after_the_promise(session,
     _, response, variables = updates.wording(session=session, notification_id=row.id, settings=settings_with(),
                                              now=dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.timezone.utc))
     assert response == "utter_update_late_no_date" and "when" not in variables
+
+
+def test_a_new_estimate_for_a_parcel_late_already_is_told(session, parcel):
+    """Promised Thu 19 Nov, on Mon 23 Nov still moving with no date; the carrier then gives Wed 25 Nov."""
+    monday = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone.utc)
+    feed(session, "InTransit", "InTransit_003", monday - dt.timedelta(hours=3), now=monday)
+    subscribe(session, now=monday)
+    assert queued(session) == []
+    feed(session, "InTransit", "InTransit_004", monday - dt.timedelta(hours=1), now=monday,
+         estimate=(dt.date(2026, 11, 25), None, None))
+    assert [(r.kind, r.change_key) for r in queued(session)] == [("late_estimate", "eta:2026-11-25")]

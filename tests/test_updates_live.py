@@ -371,3 +371,45 @@ def notifications_like(live, prefix: str) -> List[Any]:
     with live["store"].connect() as conn:
         return list(conn.execute(select(Notification).where(Notification.conversation_id.like(prefix + "%"))
                                  .order_by(Notification.id)))
+
+
+def test_messenger_outside_the_window_without_a_template_is_recorded_not_sent(live):
+    graph = live["graph"]
+    psid = "7700112233445566"
+    conversation = f"messenger:{psid}"
+    order = live["orders"]["exception"]
+    when = time.time() - 30 * 3600
+    events = [{"event": "user", "text": "where is my parcel", "timestamp": when, "input_channel": "messenger",
+               "parse_data": {"intent": {"name": "order_status", "confidence": 1.0}, "entities": []}},
+              {"event": "action", "name": "action_listen", "timestamp": when + 1}]
+    assert httpx.put(f"{live['url']}/conversations/{conversation}/tracker/events", params={"token": TOKEN},
+                     json=events, timeout=30).status_code == 200
+    with live["store"].begin() as conn:
+        conn.execute(UpdateSubscription.__table__.insert().values(
+            conversation_id=conversation, channel="messenger", order_number=order["order_number"],
+            created_at=dt.datetime.now(dt.timezone.utc)))
+    post_feed(live, checkpoint(order, "AttemptFail", "AttemptFail_001", "Delivery attempted"))
+    [row] = wait_until(lambda: [n for n in notifications(live, conversation) if n.state != "queued"],
+                       what="the update closed")
+    assert row.state == "not_sent" and "MESSENGER_UPDATE_TEMPLATE" in row.outcome
+    assert graph.received(lambda r: (r["body"].get("recipient") or {}).get("id") == psid) == []
+    assert not [t for t in bot_texts(live, conversation) if t.startswith("Update on order")]
+
+
+async def test_the_messenger_utility_template_is_sent_as_the_send_api_expects(fake_graph):
+    from connectors.messenger import MessengerOutput
+
+    output = MessengerOutput(page_access_token="t", api_base_url=fake_graph.url)
+    try:
+        assert await output.send_utility_template("messenger:5566", "order_update", "en_US",
+                                                   ["WS-1011", "held up by a problem", "Thu 10 Dec"])
+    finally:
+        await output.aclose()
+    [sent] = fake_graph.wait_for(lambda r: (r["body"].get("recipient") or {}).get("id") == "5566")
+    body = sent["body"]
+    assert body["messaging_type"] == "UTILITY"
+    payload = body["message"]["attachment"]["payload"]
+    assert (payload["template_type"], payload["template_name"], payload["language"]) == (
+        "utility", "order_update", "en_US")
+    assert [p["text"] for p in payload["components"][0]["parameters"]] == [
+        "WS-1011", "held up by a problem", "Thu 10 Dec"]

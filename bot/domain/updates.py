@@ -46,8 +46,8 @@ def notice_for(state: ShipmentState, *, notify_delivered: bool = False) -> Optio
     The status the carrier reports comes first (a parcel out for delivery is
     news even if it is also late); a stalled parcel is found from the silence
     itself, so it is keyed by its last scan and told once per silence; a new
-    estimate after the promised date is keyed by that date, so each further
-    slip is told again.
+    estimate after the promised date (for a parcel late already, too) is keyed
+    by that date, so each further slip is told again.
     """
     status, moment = state.status, _moment(state)
     facts: Dict[str, Any] = {"status": str(status)}
@@ -70,7 +70,7 @@ def notice_for(state: ShipmentState, *, notify_delivered: bool = False) -> Optio
     if state.stalled and state.last_scan is not None:
         stamp = state.last_scan.occurred_at.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M")
         return Notice(NoticeKind.STALLED, f"stalled:{stamp}", {**facts, "quiet_days": state.business_days_without_scan})
-    if state.expected_late and state.eta is not None and state.promised_date is not None:
+    if state.eta is not None and state.promised_date is not None and state.eta > state.promised_date:
         return Notice(NoticeKind.LATE_ESTIMATE, f"eta:{state.eta.isoformat()}",
                       {**facts, "eta": state.eta.isoformat(), "promised": state.promised_date.isoformat()})
     return None

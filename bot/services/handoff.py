@@ -160,16 +160,22 @@ def transcript(events: Sequence[Any], limit: int = 400) -> List[Dict[str, Any]]:
 
     Each line has `from` ("shopper", "bot", "agent" or "system"), `text` and
     `at` (ISO time); agent lines name the agent, bot lines list their button
-    titles.  `events` are Rasa tracker events, as the action server and the
+    titles, and a proactive update's lines are marked `update` (the trigger
+    behind them is not a line).  `events` are Rasa tracker events, as the action server and the
     HTTP API both give them; the newest `limit` lines are kept.
     """
     lines: List[Dict[str, Any]] = []
+    update = False  # the bot lines after an external trigger are a proactive update, not an answer
     for event in events:
         if not isinstance(event, dict):
             continue
         kind = event.get("event")
         at = _when(event.get("timestamp"))
-        if kind == "user" and event.get("text"):
+        intent = str(((event.get("parse_data") or {}).get("intent") or {}).get("name") or "")
+        if kind == "user" and intent.startswith("EXTERNAL_"):
+            update = intent == "EXTERNAL_tracking_update"
+        elif kind == "user" and event.get("text"):
+            update = False
             lines.append({"from": "shopper", "text": str(event["text"]), "at": at})
         elif kind == "bot" and (event.get("text") or (event.get("data") or {}).get("buttons")):
             agent = (event.get("metadata") or {}).get("agent")
@@ -179,6 +185,8 @@ def transcript(events: Sequence[Any], limit: int = 400) -> List[Dict[str, Any]]:
                                     "at": at}
             if agent:
                 line["agent"] = str(agent)
+            elif update:
+                line["update"] = True
             if buttons:
                 line["buttons"] = buttons
             lines.append(line)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -411,6 +412,20 @@ def mark_seen(*, session: Session, conversation_id: str, notification_ids: Itera
         Notification.conversation_id == conversation_id, Notification.id.in_(ids), Notification.seen_at.is_(None))
         .values(seen_at=now).execution_options(synchronize_session=False))
     return result.rowcount or 0
+
+
+def trigger_key(settings: Settings, notification_id: int) -> str:
+    """The proof that a trigger of an update comes from the outbox, not from a shopper typing the intent.
+
+    Anyone can type ``/EXTERNAL_tracking_update{...}`` into a chat; only the Rasa
+    server and the action server know the secret this is keyed with.
+    """
+    secret = (settings.action_server_token or settings.rasa_auth_token or "").encode()
+    return hmac.new(secret, f"update:{notification_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def trigger_is_genuine(settings: Settings, notification_id: int, key: Optional[str]) -> bool:
+    return bool(key) and hmac.compare_digest(trigger_key(settings, notification_id), str(key))
 
 
 def notification_facts(*, session: Session, notification_id: int) -> Optional[Dict[str, Any]]:

@@ -338,7 +338,11 @@
     const from = ["shopper", "bot", "agent", "system"].includes(line.from) ? line.from : "system";
     const item = el("li", "line line--" + from);
     if (from !== "system") {
-      const who = from === "shopper" ? "Shopper" : from === "bot" ? "Assistant" : (line.agent || "Agent");
+      let who = from === "shopper" ? "Shopper" : from === "bot" ? "Assistant" : (line.agent || "Agent");
+      if (from === "bot" && line.update === true) {
+        who = "Proactive update";
+        item.classList.add("line--update");
+      }
       item.append(el("span", "line-who", line.at ? who + " · " + clock(line.at) : who));
     }
     item.append(el("div", "bubble", line.text));
