@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Text
+from typing import Any, Dict, List, Optional, Text, Tuple
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ConversationPaused, EventType, SlotSet
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from actions.common import UNPROVEN, polite_failure, said_since_message, send_to_helpdesk, still_verified, transcript
 from actions.context import context
+from actions.updates import channel_of, quiet_note
 from bot.domain.carriers import FINAL_STATUSES
 from bot.domain.enums import AddressMode, ClaimOutcome, HandoffReason, Job, ResolutionKind, Status
 from bot.domain.questions import Question, Topic, questions, resolution_in, says_checked
@@ -30,6 +31,9 @@ ASKS_STATUS = re.compile(r"\bwhere\b|\bstatus\b|\btrack(?:ing)?\b|\bany\s+(?:new
 WANTS_RESOLUTION = re.compile(r"\b(?:refund|replace\w*|money\s+back|new\s+one|reship|resend|compensat\w*)", re.I)
 #: Follow-up questions that turn a refund-or-replacement request into something else.
 NOT_A_CLAIM = frozenset({Topic.SWITCH, Topic.RETURN})
+
+#: The order number in an offer of updates ("... anything changes with order WS-1003?").
+OFFER_NUMBER = re.compile(r"with order (\S+?)\?")
 
 #: The slots of the address form, cleared before it starts and after it ends.
 ADDRESS_SLOTS = ("new_street", "new_city", "new_postcode", "new_country", "address_confirmed")
@@ -155,11 +159,16 @@ class Asked:
     question: str = ""
     status_told: str = ""  # the order whose status this conversation was given
     goodwill_given: str = ""  # the order this conversation was given the goodwill code for
+    updates_wanted: bool = False  # asked to be kept posted before the order was verified
+    updates_offered: Tuple[str, ...] = ()  # the orders this conversation was offered updates about
 
     @classmethod
     def from_tracker(cls, tracker: Tracker) -> Asked:
+        offered = tuple(OFFER_NUMBER.findall(" ".join(
+            e.get("text") or "" for e in tracker.events
+            if e.get("event") == "bot" and (e.get("metadata") or {}).get("utter_action") == "utter_offer_updates")))
         return cls(tracker.get_slot("order_question") or "", tracker.get_slot("status_told") or "",
-                   tracker.get_slot("goodwill_given") or "")
+                   tracker.get_slot("goodwill_given") or "", bool(tracker.get_slot("updates_wanted")), offered)
 
 
 def _questions(asked: Asked) -> List[Question]:
@@ -183,8 +192,8 @@ def _status(session: Session, reply: Reply, order: Order, asked: Asked, *, delay
     compose = delay_answer if delay else status_answer
     answer = compose(order, ctx.settings, ctx.now(), goodwill=goodwill)
     today = ctx.today()
-    redirect = followups.pending_redirect(session, order, today)
-    booked = followups.booked_note(session, order, today)
+    redirect = followups.pending_redirect(session, order, today, ctx.settings.tz)
+    booked = followups.booked_note(session, order, today, ctx.settings.tz)
     messages, offer = list(answer.messages), answer.offer
     if redirect:
         messages.insert(1 if len(messages) > 1 else len(messages), redirect)
@@ -228,7 +237,7 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
         return _without_repeats(reply)
     if job == Job.DELAY:
         _status(session, reply, order, asked, delay=True, then=False)
-        return _offer_updates(session, reply, order, conversation_id)
+        return _offer_updates(session, reply, order, conversation_id, asked)
     if job == Job.ADDRESS:
         booked = followups.booked_resolution(session, order)
         if booked is not None and booked.kind == ResolutionKind.REFUND:
@@ -249,20 +258,32 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
     if job == Job.CLAIM:
         return _claim(session, reply, order, claim_reason, asked, said)
     _status(session, reply, order, asked, delay=False, then=False)
-    return _offer_updates(session, reply, order, conversation_id)
+    return _offer_updates(session, reply, order, conversation_id, asked)
 
 
-def _offer_updates(session: Session, reply: Reply, order: Order, conversation_id: str) -> Reply:
+def _offer_updates(session: Session, reply: Reply, order: Order, conversation_id: str, asked: Asked) -> Reply:
     """A status or delay answer that ends on "anything else?" offers updates instead, for a parcel on its way.
 
-    Not when the conversation already gets them for this order, nor when every
-    parcel has reached the end of its journey.
+    Not when the conversation already gets them for this order, was offered
+    them before (a "no" stands), or when every parcel has reached the end of
+    its journey.  A shopper who asked to be kept posted before the order was
+    verified gets them without being asked again.
     """
     if not reply.messages or reply.messages[-1].get("response") != "utter_anything_else":
         return reply
     if not order.shipments or all(s.status in FINAL_STATUSES for s in order.shipments):
         return reply
     if order.number in updates.subscriptions(session=session, conversation_id=conversation_id):
+        return reply
+    if asked.updates_wanted:
+        ctx = context()
+        updates.subscribe(session=session, conversation_id=conversation_id, channel=channel_of(conversation_id),
+                          order_number=order.number, settings=ctx.settings, now=ctx.now())
+        reply.messages[-1] = {"response": "utter_updates_on", "number": order.number,
+                              "quiet": quiet_note(ctx.settings)}
+        reply.events.append(SlotSet("updates_wanted", None))
+        return reply
+    if order.number in asked.updates_offered:
         return reply
     reply.messages[-1] = {"response": "utter_offer_updates", "number": order.number}
     return reply
@@ -315,7 +336,9 @@ def _claim(session: Session, reply: Reply, order: Order, claim_reason: Optional[
     reply.events += outcome.events
     if outcome.eligible:
         # "I want a refund": the form finds the choice made and does not ask it again.
-        reply.events += [SlotSet("resolution_choice", resolution_in(said)), SlotSet("next_form", "claim_form")]
+        # A button's payload ("/refund_or_reship") names both, so it chooses neither: the form asks.
+        choice = None if said.startswith("/") else resolution_in(said)
+        reply.events += [SlotSet("resolution_choice", choice), SlotSet("next_form", "claim_form")]
     reply.hand_off = outcome.hand_off
     return reply
 

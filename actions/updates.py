@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from actions.common import polite_failure, proven_order
 from actions.context import context
 from bot.domain.carriers import FINAL_STATUSES
+from bot.domain.updates import wants_updates
 from bot.services import updates
 from bot.services.verification import remember
 from bot.store.queries import get_order
@@ -32,6 +33,12 @@ KEY_ENTITY = "update_key"
 def channel_of(conversation_id: str) -> str:
     """Conversation ids are ``<channel>:<id>``."""
     return conversation_id.split(":", 1)[0] if ":" in conversation_id else "rest"
+
+
+def quiet_note(settings: Any) -> str:
+    """" (not between 21:00 and 08:00)" when quiet hours are set."""
+    hours = settings.notify_quiet_hours
+    return f" (not between {hours.replace('-', ' and ')})" if hours else ""
 
 
 def still_moving(session: Session, number: str) -> Optional[bool]:
@@ -51,10 +58,13 @@ class ActionSubscribeUpdates(Action):
     @polite_failure
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
+        if wants_updates(tracker.latest_message.get("text") or "") is False:
+            # "keine Updates mehr bitte": whatever the classifier read, a refusal is never consent.
+            return await ActionUnsubscribeUpdates().run(dispatcher, tracker, domain)
         number = await proven_order(tracker)
         if number is None:
             dispatcher.utter_message(response="utter_updates_which_order")
-            return [SlotSet("pending_job", "status")]
+            return [SlotSet("pending_job", "status"), SlotSet("updates_wanted", True)]
         ctx = context()
         conversation = tracker.sender_id
 
@@ -68,10 +78,8 @@ class ActionSubscribeUpdates(Action):
             return "utter_updates_on" if new else "utter_updates_already"
 
         response = await ctx.store(work)
-        hours = ctx.settings.notify_quiet_hours.replace("-", " and ")
-        quiet = f" (not between {hours})" if ctx.settings.notify_quiet_hours else ""
-        dispatcher.utter_message(response=response, number=number, quiet=quiet)
-        return []
+        dispatcher.utter_message(response=response, number=number, quiet=quiet_note(ctx.settings))
+        return [SlotSet("updates_wanted", None)]
 
 
 class ActionUnsubscribeUpdates(Action):

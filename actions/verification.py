@@ -45,6 +45,7 @@ from bot.domain.parsing import (
     find_tracking_number,
 )
 from bot.domain.questions import Topic, claim_reason_in, questions, says_checked, topics
+from bot.domain.updates import wants_updates
 from bot.services import address
 from bot.services.verification import choice_line, look_up, verify
 
@@ -87,6 +88,9 @@ async def route(dispatcher: CollectingDispatcher, tracker: Tracker, job: str,
                                SlotSet("order_question", text if questions(text, context().today()) else None),
                                SlotSet("after_check", "show_address" if job == SHOW_ADDRESS else "job"),
                                SlotSet("failed_answers", 0)] + [SlotSet(slot, None) for slot in LOOKUP_SLOTS]
+    if wants_updates(text) is True or latest_intent(tracker) == "subscribe_updates":
+        # "can you keep me posted about WS-1008? jane@x.com": once it is verified, consent without asking again.
+        events.append(SlotSet("updates_wanted", True))
     new = address.address_in_request(text)
     if job == Job.ADDRESS:
         events.append(SlotSet("address_in_request", address.one_line(new) if new else None))

@@ -1211,3 +1211,55 @@ async def test_an_update_says_nothing_to_another_conversation_and_reopens_the_pr
                                                            state=NoticeState.SENT, now=ctx.now()))
     assert await run(ActionTrackingUpdate(), tracker("", "EXTERNAL_tracking_update", sender=owner,
                                                      entities=trigger)) == ([], [])
+
+
+async def test_a_refusal_is_never_consent_whatever_the_intent(shop):
+    """'keine Updates mehr bitte' read as subscribe_updates stops the updates instead (blind-review finding)."""
+    from actions.updates import ActionSubscribeUpdates
+
+    order = shop["orders"]["late_no_reason"]
+    sender = conversation()
+    slots = {"verified_order": order["order_number"]}
+    await run(ActionSubscribeUpdates(), tracker("keep me posted", "subscribe_updates", sender=sender, slots=slots))
+    _, messages = await run(ActionSubscribeUpdates(), tracker("keine Updates mehr bitte", "subscribe_updates",
+                                                              sender=sender, slots=slots))
+    assert [m["response"] for m in messages] == ["utter_updates_off"]
+    _, messages = await run(ActionSubscribeUpdates(), tracker("no updates please", "subscribe_updates",
+                                                              sender=sender, slots=slots))
+    assert [m["response"] for m in messages] == ["utter_updates_none"]
+
+
+async def test_asking_to_be_kept_posted_before_verification_is_consent_once_verified(shop):
+    """'can you keep me posted about WS-1008? <email>': the status, then consent, without asking again."""
+    order = shop["orders"]["late_with_reason"]
+    events, messages = await answer(order, "status", updates_wanted=True)
+    assert messages[-1]["response"] == "utter_updates_on"
+    assert slots_set(events)["updates_wanted"] is None
+
+
+async def test_updates_are_offered_once_per_order_and_a_no_stands(shop):
+    order = shop["orders"]["in_transit_on_time"]
+    offered = {"event": "bot", "text": f"Shall I message you here if anything changes with order "
+                                       f"{order['order_number']}?", "metadata": {"utter_action": "utter_offer_updates"}}
+    track = tracker("why is it taking so long", "delivery_delay", history=[offered],
+                    slots={"verified_order": order["order_number"], "pending_job": "delay"})
+    _, messages = await run(ActionContinueJob(), track)
+    assert messages[-1]["response"] == "utter_anything_else"
+
+
+async def test_the_refund_or_replacement_button_asks_which_rather_than_booking_a_refund(shop):
+    """The button's payload '/refund_or_reship' contains the word refund; it chooses nothing (blind-review finding)."""
+    from bot.store.models import Order as OrderRow, Shipment
+
+    def unclaimed_lost(session) -> List[str]:
+        claimed = select(Resolution.order_id)
+        return list(session.scalars(select(OrderRow.number).join(Shipment).where(
+            Shipment.status == "lost", OrderRow.value < 200, OrderRow.id.not_in(claimed)).order_by(OrderRow.number)))
+
+    first, second = context()._transaction(unclaimed_lost)[:2]
+    for number, said, choice in ((first, "/refund_or_reship", None), (second, "it's lost, I want a refund", "refund")):
+        track = tracker(said, "refund_or_reship",
+                        slots={"verified_order": number, "pending_job": "claim", "claim_reason": "lost"})
+        events, _ = await run(ActionContinueJob(), track)
+        assert slots_set(events).get("next_form") == "claim_form"
+        assert slots_set(events).get("resolution_choice") == choice

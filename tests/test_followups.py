@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from typing import List
+from zoneinfo import ZoneInfo
 
 import pytest
 from rasa.shared.nlu.training_data.message import Message
@@ -319,10 +320,41 @@ def test_a_booked_replacement_is_what_arrive_by_and_return_talk_about(writable_d
     cancel = ask(writable_demo, settings, order, "please cancel the replacement")
     assert "A replacement for order" in text_of(cancel) and cancel.offer.response == OFFER_HUMAN
     from bot.services.followups import booked_note
-    assert booked_note(writable_demo, order, TODAY).startswith("A replacement was booked")
+    assert booked_note(writable_demo, order, TODAY, ZoneInfo("Europe/Amsterdam")).startswith("A replacement was booked")
 
 
 def test_a_disputed_missed_delivery_gets_an_apology_and_a_colleague(demo_session, settings):
     order = showcase(demo_session, "failed_attempt")
     reply = ask(demo_session, settings, order, "they say they tried but I WAS HOME ALL DAY")
     assert text_of(reply).startswith("I'm sorry: Royal Mail says they tried") and reply.offer.response == OFFER_HUMAN
+
+
+def test_something_booked_just_after_midnight_in_the_shop_is_today_not_yesterday(writable_demo, settings):
+    """Booked at 00:20 in Amsterdam (23:20 UTC the day before): "today" (a blind-review finding)."""
+    from bot.services.followups import booked_note
+
+    order = showcase(writable_demo, "damaged")
+    parcel = claims.parcels(order, settings, NOW)[0]
+    booked = claims.record_resolution(session=writable_demo, order=order, parcel=parcel,
+                                      reason=ClaimReason.DAMAGED.value, kind=ResolutionKind.REFUND.value,
+                                      conversation_id="rest:midnight")
+    local_midnight = dt.datetime.combine(TODAY, dt.time(0, 20), tzinfo=settings.tz)
+    booked.created_at = local_midnight.astimezone(dt.timezone.utc)
+    writable_demo.flush()
+    assert booked.created_at.date() == TODAY - dt.timedelta(days=1)  # the UTC date is the day before
+    assert "was booked today" in booked_note(writable_demo, order, TODAY, settings.tz)
+
+
+@pytest.mark.parametrize("text, heard, becomes", [
+    ("keine Updates mehr bitte", "subscribe_updates", "unsubscribe_updates"),
+    ("actually no. please stop sending me these", "deny", "unsubscribe_updates"),
+    ("actually no, stop updates, I'll just check the tracking myself", "out_of_scope", "unsubscribe_updates"),
+    ("non merci, pas de notifications", "thanks", "unsubscribe_updates"),
+    ("si por favor keep me posted", "out_of_scope", "subscribe_updates"),
+    ("hmm actually turn the updates back on", "unsubscribe_updates", "subscribe_updates"),
+    ("can you keep me posted about WS-1008? ethan.peeters@example.com", "subscribe_updates", "order_status"),
+    ("keep me posted", "subscribe_updates", "subscribe_updates"),
+    ("stop the refund, I want a replacement", "refund_or_reship", "refund_or_reship"),
+])
+def test_consent_to_updates_is_read_from_the_words(text, heard, becomes):
+    assert _classified(text, heard).get("intent")["name"] == becomes

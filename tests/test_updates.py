@@ -311,3 +311,48 @@ def test_a_new_estimate_for_a_parcel_late_already_is_told(session, parcel):
     feed(session, "InTransit", "InTransit_004", monday - dt.timedelta(hours=1), now=monday,
          estimate=(dt.date(2026, 11, 25), None, None))
     assert [(r.kind, r.change_key) for r in queued(session)] == [("late_estimate", "eta:2026-11-25")]
+
+
+# --- what shoppers write about updates (blind-review findings) -----------------------------------
+
+
+@pytest.mark.parametrize("text, wanted", [
+    ("keine Updates mehr bitte", False),  # was read as consent
+    ("actually no. please stop sending me these", False),  # was left subscribed
+    ("actually no, stop updates, I'll just check the tracking myself", False),
+    ("no updates please, i dont want any messages", False),
+    ("non merci, pas de notifications", False),
+    ("arrêtez les messages svp", False),
+    ("stop texting me", False),
+    ("hmm actually turn the updates back on", True),  # was read as stopping them
+    ("can you keep me posted about WS-1008? ethan@example.com", True),
+    ("can you let me know when my parcel moves?", True),
+    ("ok let me know when it ships", True),
+    ("si por favor keep me posted", True),
+    ("d'accord, tenez-moi au courant", True),
+    ("let me know why it's late", None),
+    ("I want a refund, stop wasting my time", None),
+    ("don't send it to my old address", None),
+    ("where is my order", None),
+])
+def test_what_a_message_says_about_updates(text, wanted):
+    from bot.domain.updates import wants_updates
+
+    assert wants_updates(text) is wanted
+
+
+def test_the_simulated_day_is_signed_and_comes_after_each_parcels_newest_scan(demo_session, settings):
+    """simulate-feed's events must change the parcels: a checkpoint older than the newest scan would not."""
+    from bot.services.simulation import headers, plan
+    from bot.store.queries import get_shipment
+    from tests.conftest import NOW
+
+    day = plan(session=demo_session, settings=settings, now=NOW - dt.timedelta(hours=20))
+    assert len(day) >= 5
+    for event in day:
+        update = aftership.parse_webhook(event.body)
+        shipment = get_shipment(session=demo_session, carrier_code=update.carrier,
+                                tracking_number=update.tracking_number)
+        assert shipment is not None and shipment.order.number == event.order_number
+        assert update.checkpoints[-1].occurred_at > shipment.last_event_at
+        assert aftership.signature_is_valid("s3cret", event.body, headers("s3cret", event.body)[aftership.SIGNATURE_HEADER])

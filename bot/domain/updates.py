@@ -123,3 +123,42 @@ def shop_day_start(now: dt.datetime, tz: ZoneInfo) -> dt.datetime:
     """Midnight of `now`'s day in the shop's zone, as aware UTC (the daily cap counts from it)."""
     local = now.astimezone(tz)
     return dt.datetime.combine(local.date(), dt.time(0, 0), tzinfo=tz).astimezone(dt.timezone.utc)
+
+
+# --- what a message says about updates --------------------------------------------------------
+
+#: Words for the messages themselves ("stop sending me these" names them by pointing).
+_UPDATE_WORDS = (r"updates?|notifications?|notifs?|messages?|msgs?|texts?|texting|alerts?|emails?|these|them|"
+                 r"nachrichten|benachrichtigung\w*|mensajes|avisos|actualizaciones|notificaciones|alertes")
+#: Saying no to them, in the words shoppers use (English first; a few German, French and Spanish).
+_DECLINE = re.compile(
+    r"\b(?:stop|quit|mute|cancel|end|pause|unsubscribe|opt[- ]?out|turn\s+(?:them\s+|it\s+)?off|switch\s+off)\b"
+    r"|\bno\s+(?:more\s+)?(?:" + _UPDATE_WORDS + r")\b|\bdon'?t\s+(?:want|need|send|message|text)\b"
+    r"|\bdo\s+not\s+(?:want|need|send|message|text)\b|\bnot\s+interested\b|\benough\b"
+    r"|\bkeine?\b|\bnicht\b|\bpas\s+de\b|\barr[eê]te[rz]?\b|\bplus\s+de\b|\bno\s+m[aá]s\b|\bdeja\s+de\b|\bsin\b",
+    re.I)
+_ABOUT_UPDATES = re.compile(r"\b(?:" + _UPDATE_WORDS + r"|posted|informed|loop|ping|notify|au\s+courant)\b", re.I)
+#: Asking for them.
+_ASK = re.compile(
+    r"\bkeep\s+me\s+(?:posted|updated|informed|in\s+the\s+loop)\b|\blet\s+me\s+know\s+(?:when|if|as\s+soon|once)\b"
+    r"|\bnotify\s+me\b"
+    r"|\b(?:message|text|ping|tell|alert|update)\s+me\s+(?:when|if|as\s+soon)\b|\bsend\s+me\s+(?:the\s+)?updates\b"
+    r"|\b(?:turn|switch)\s+(?:the\s+)?updates\s+(?:back\s+)?on\b|\bupdates?\s+(?:back\s+)?on\b"
+    r"|\b(?:start|resume|restart)\s+(?:the\s+)?updates\b|\btenez[- ]moi\s+au\s+courant\b|\bhalten\s+sie\s+mich\b"
+    r"|\bmantenme\s+informad[oa]\b|\b(?:want|like|need|get)\s+(?:the\s+)?(?:updates|notifications)\b"
+    r"|\b(?:updates|notifications)\s+(?:about|on|for)\s+(?:my|this|the|order|ws|#)",
+    re.I)
+
+
+def wants_updates(text: str) -> Optional[bool]:
+    """True when `text` asks for updates, False when it refuses or stops them, None when it says neither.
+
+    "keine Updates mehr bitte", "actually no, please stop sending me these" and
+    "no updates please" refuse, whatever the classifier made of them; a refusal
+    wins over a request in the same message ("I don't want you to keep me posted").
+    """
+    if _DECLINE.search(text) and _ABOUT_UPDATES.search(text):
+        return False
+    if _ASK.search(text):
+        return True
+    return None

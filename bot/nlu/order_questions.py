@@ -19,7 +19,7 @@ postcode ..."), it becomes `lookup_order`.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Dict, List, Text
+from typing import Any, Dict, List, Optional, Text
 
 from rasa.engine.graph import ExecutionContext, GraphComponent
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
@@ -32,7 +32,10 @@ from rasa.shared.nlu.training_data.message import Message
 from bot.config import get_settings
 from bot.domain.parsing import find_email, find_order_reference, find_postcode
 from bot.domain.questions import questions
+from bot.domain.updates import wants_updates
 
+#: The intents of consent to proactive updates.
+SUBSCRIBE, UNSUBSCRIBE = "subscribe_updates", "unsubscribe_updates"
 #: The intent the assistant answers follow-up questions for.
 ASK_ABOUT_ORDER = "ask_about_order"
 #: Intents that already reach the order flows (the actions read the questions from the text there).
@@ -62,7 +65,9 @@ class OrderQuestionReader(GraphComponent, IntentClassifier):
     def _read(self, message: Message) -> None:
         intent = (message.get(INTENT) or {}).get(INTENT_NAME_KEY)
         text = message.get(TEXT) or ""
-        if intent in ORDER_INTENTS or text.startswith("/"):
+        if text.startswith("/"):
+            return
+        if self._read_updates(message, intent, text) or intent in ORDER_INTENTS:
             return
         # The day only matters to the answer; any day finds the same questions.
         if questions(text, dt.date.today()):
@@ -74,6 +79,28 @@ class OrderQuestionReader(GraphComponent, IntentClassifier):
                 and find_email(text) and find_postcode(text):
             # "I don't know my order number. email ..., postcode ...": the lookup, with both details.
             _set_intent(message, "lookup_order")
+
+
+    def _read_updates(self, message: Message, intent: Optional[str], text: str) -> bool:
+        """Consent is read from the words, not guessed: a refusal is never taken for a request.
+
+        "keine Updates mehr bitte" or "actually no, stop sending me these" stop updates
+        whatever the classifier made of them; "keep me posted about WS-1008, jane@x.com"
+        starts with checking the order (the consent follows once it is verified).
+        """
+        wanted = wants_updates(text)
+        if wanted is False and intent not in ORDER_INTENTS - {"human_handoff"} and intent != UNSUBSCRIBE:
+            _set_intent(message, UNSUBSCRIBE)
+            return True
+        if wanted is True or intent == SUBSCRIBE:
+            names_order = find_order_reference(text, self.prefix) or find_email(text)
+            if names_order and intent not in ORDER_INTENTS:
+                _set_intent(message, "order_status")
+                return True
+            if wanted is True and intent not in ORDER_INTENTS | {SUBSCRIBE}:
+                _set_intent(message, SUBSCRIBE)
+                return True
+        return False
 
 
 def _set_intent(message: Message, name: str) -> None:

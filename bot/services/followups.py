@@ -99,7 +99,7 @@ def answer_questions(*, session: Session, order: Order, asked: Sequence[Question
         elif question.topic == Topic.CUSTOMS:
             _customs(reply, order, found, settings, today)
         elif question.topic == Topic.REDIRECT:
-            _redirect(reply, session, order, found, today)
+            _redirect(reply, session, order, found, today, settings.tz)
         elif question.topic == Topic.SWITCH:
             _switch(reply, session, order, question.wants, settings, now, conversation_id)
         elif question.topic == Topic.RETURN:
@@ -151,7 +151,8 @@ def _arrive_by(reply: Reply, session: Session, order: Order, found: Sequence[Par
     words = question.day_words or day(wanted, today)
     replacement = booked_resolution(session, order)
     if replacement is not None and replacement.kind == ResolutionKind.RESHIP:
-        reply.add(f"The replacement for order {order.number} was booked {_on(replacement.created_at.date(), today)} "
+        booked_on = _on(replacement.created_at.astimezone(settings.tz).date(), today)
+        reply.add(f"The replacement for order {order.number} was booked {booked_on} "
                   "and ships within one business day; you'll get its tracking link by email, with the carrier's "
                   "date. I can't promise it for that day before it has shipped.")
         return
@@ -312,7 +313,8 @@ def _customs(reply: Reply, order: Order, found: Sequence[Parcel], settings: Sett
               f"routine, and {carrier} delivers it once it's cleared.{when} {duties}")
 
 
-def _redirect(reply: Reply, session: Session, order: Order, found: Sequence[Parcel], today: dt.date) -> None:
+def _redirect(reply: Reply, session: Session, order: Order, found: Sequence[Parcel], today: dt.date,
+              tz: dt.tzinfo) -> None:
     latest = latest_address_change(session, order)
     current = _masked_address(order)
     if latest is None or latest.state == AddressChangeState.REFUSED:
@@ -322,9 +324,10 @@ def _redirect(reply: Reply, session: Session, order: Order, found: Sequence[Parc
     new = latest.new_address
     masked = mask_address(new.get("line1", ""), new.get("postcode", ""), new.get("city", ""))
     masked = f"{masked}, {new.get('country', '')}"
-    when = day(latest.created_at.date(), today)
+    when = day(latest.created_at.astimezone(tz).date(), today)
     if latest.state == AddressChangeState.APPLIED:
-        reply.add(f"Yes: the address was changed {_on(latest.created_at.date(), today)} and order {order.number} "
+        changed_on = _on(latest.created_at.astimezone(tz).date(), today)
+        reply.add(f"Yes: the address was changed {changed_on} and order {order.number} "
                   f"is going to {masked}.")
         return
     carrier = found[0].shipment.carrier.name if found else "the carrier"
@@ -340,12 +343,12 @@ def booked_resolution(session: Session, order: Order, *, for_update: bool = Fals
     return session.scalars(query.with_for_update() if for_update else query).first()
 
 
-def booked_note(session: Session, order: Order, today: dt.date) -> Optional[str]:
+def booked_note(session: Session, order: Order, today: dt.date, tz: dt.tzinfo) -> Optional[str]:
     """A sentence about a refund or replacement already booked, for the status answer."""
     booked = booked_resolution(session, order)
     if booked is None:
         return None
-    when = _on(booked.created_at.date(), today)
+    when = _on(booked.created_at.astimezone(tz).date(), today)
     if booked.kind == ResolutionKind.REFUND:
         return (f"A refund of {booked.amount} {booked.currency} was booked {when}; it usually shows within 3-5 "
                 "business days.")
@@ -359,15 +362,15 @@ def latest_address_change(session: Session, order: Order) -> Optional[AddressCha
                            .order_by(AddressChangeRequest.created_at.desc(), AddressChangeRequest.id.desc())).first()
 
 
-def pending_redirect(session: Session, order: Order, today: dt.date) -> Optional[str]:
+def pending_redirect(session: Session, order: Order, today: dt.date, tz: dt.tzinfo) -> Optional[str]:
     """A sentence about a redirect the carrier has not carried out yet, for the status answer."""
     latest = latest_address_change(session, order)
     if latest is None or latest.kind != AddressMode.REDIRECT or latest.state != AddressChangeState.REQUESTED:
         return None
     new = latest.new_address
     masked = mask_address(new.get("line1", ""), new.get("postcode", ""), new.get("city", ""))
-    return (f"You asked {_on(latest.created_at.date(), today)} to redirect it to {masked}; redirects usually take "
-            "effect within a business day.")
+    asked = _on(latest.created_at.astimezone(tz).date(), today)
+    return (f"You asked {asked} to redirect it to {masked}; redirects usually take effect within a business day.")
 
 
 def _switch(reply: Reply, session: Session, order: Order, wants: str, settings: Settings, now: dt.datetime,
@@ -392,7 +395,7 @@ def _switch(reply: Reply, session: Session, order: Order, wants: str, settings: 
         what = (f"a refund of {booked.amount} {booked.currency}" if booked.kind == ResolutionKind.REFUND
                 else "a replacement")
         reply.add(f"That's what you have: {what} for order {order.number} was booked "
-                  f"{_on(booked.created_at.date(), now.astimezone(settings.tz).date())}.")
+                  f"{_on(booked.created_at.astimezone(settings.tz).date(), now.astimezone(settings.tz).date())}.")
         return
     switched = claims.switch_resolution(session=session, order=order, resolution=booked, settings=settings, now=now,
                                  conversation_id=conversation_id)
@@ -407,7 +410,8 @@ def _switch(reply: Reply, session: Session, order: Order, wants: str, settings: 
         return
     what = "refund" if booked.kind == ResolutionKind.REFUND else "replacement"
     today = now.astimezone(settings.tz).date()
-    reply.add(f"The {what} for order {order.number} was booked {_on(booked.created_at.date(), today)} and is "
+    booked_on = _on(booked.created_at.astimezone(settings.tz).date(), today)
+    reply.add(f"The {what} for order {order.number} was booked {booked_on} and is "
               "already being carried out, so I can't change it myself. A colleague can see what's still possible.",
               Offer(OFFER_HUMAN, handoff_reason=HandoffReason.RESOLUTION_CHANGE.value))
 
@@ -419,7 +423,8 @@ def _return(reply: Reply, session: Session, order: Order, found: Sequence[Parcel
     booked = booked_resolution(session, order)
     if booked is not None:
         what = "refund" if booked.kind == ResolutionKind.REFUND else "replacement"
-        reply.add(f"A {what} for order {order.number} was booked {_on(booked.created_at.date(), today)}. A colleague "
+        booked_on = _on(booked.created_at.astimezone(settings.tz).date(), today)
+        reply.add(f"A {what} for order {order.number} was booked {booked_on}. A colleague "
                   f"can cancel it or sort out a return with you.", offer)
         return
     collected = [p for p in found if p.state.status not in (Status.PENDING, Status.INFO_RECEIVED)]

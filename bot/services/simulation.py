@@ -69,7 +69,10 @@ def plan(*, session: Session, settings: Settings, now: dt.datetime, only: Sequen
         slug = SLUGS.get(shipment.carrier.code, shipment.carrier.code)
         for tag, subtag, message, place, estimate in events:
             step += 1
+            # A little before now, and after the parcel's newest scan (the demo's own may be later today).
             when = now - dt.timedelta(minutes=60 - step)
+            if shipment.last_event_at is not None and when <= shipment.last_event_at:
+                when = shipment.last_event_at + dt.timedelta(minutes=step)
             days = None
             if estimate is not None:
                 on, earliest, latest = (today + dt.timedelta(days=n) for n in estimate)
