@@ -1249,7 +1249,8 @@ async def test_updates_are_offered_once_per_order_and_a_no_stands(shop):
 
 async def test_the_refund_or_replacement_button_asks_which_rather_than_booking_a_refund(shop):
     """The button's payload '/refund_or_reship' contains the word refund; it chooses nothing (blind-review finding)."""
-    from bot.store.models import Order as OrderRow, Shipment
+    from bot.store.models import Order as OrderRow
+    from bot.store.models import Shipment
 
     def unclaimed_lost(session) -> List[str]:
         claimed = select(Resolution.order_id)
