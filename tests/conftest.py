@@ -215,7 +215,9 @@ def assistant(tmp_path_factory, fake_graph):
            "ACTION_PORT": str(free_port()), "CONSOLE_PORT": str(free_port()), "RASA_AUTH_TOKEN": "conv-token",
            "ACTION_SERVER_TOKEN": ACTION_TOKEN,
            "RASA_ENDPOINTS": str(endpoints),
-           "WHATSAPP_API_BASE_URL": fake_graph.url, "MESSENGER_API_BASE_URL": fake_graph.url}
+           "WHATSAPP_API_BASE_URL": fake_graph.url, "MESSENGER_API_BASE_URL": fake_graph.url,
+           # No tracking feed here (test_updates_live.py runs its own assistant with both feeds on).
+           "AFTERSHIP_WEBHOOK_SECRET": ""}
     subprocess.run([sys.executable, "-m", "bot", "setup"], cwd=ROOT, env=env, check=True, capture_output=True)
     listed = subprocess.run([sys.executable, "-m", "bot", "demo-orders", "--json"], cwd=ROOT, env=env, check=True,
                             capture_output=True, text=True)

@@ -255,6 +255,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]
         (tmp / "credentials.yml").write_text(yaml.safe_dump({
             "connectors.rest.RestInput": None,
             "connectors.widget.WidgetInput": {"redis_url": redis_url(), "redis_channel": widget_channel},
+            "connectors.updates.UpdatesInput": None,
         }, sort_keys=False))
         env = {
             **os.environ,
