@@ -355,6 +355,10 @@ def test_something_booked_just_after_midnight_in_the_shop_is_today_not_yesterday
     ("can you keep me posted about WS-1008? ethan.peeters@example.com", "subscribe_updates", "order_status"),
     ("keep me posted", "subscribe_updates", "subscribe_updates"),
     ("stop the refund, I want a replacement", "refund_or_reship", "refund_or_reship"),
+    # Another day is not another address; an address with a postcode is.
+    ("im not home today!! can you deliver it tomorrow instead", "change_address", "ask_about_order"),
+    ("send it to my office instead? Friedrichstraße 100, 10117 Berlin", "change_address", "change_address"),
+    ("please deliver it to my office instead of my home", "change_address", "change_address"),
 ])
 def test_consent_to_updates_is_read_from_the_words(text, heard, becomes):
     assert _classified(text, heard).get("intent")["name"] == becomes

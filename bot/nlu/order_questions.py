@@ -31,7 +31,7 @@ from rasa.shared.nlu.training_data.message import Message
 
 from bot.config import get_settings
 from bot.domain.parsing import find_email, find_order_reference, find_postcode
-from bot.domain.questions import questions
+from bot.domain.questions import Topic, questions
 from bot.domain.updates import wants_updates
 
 #: The intents of consent to proactive updates.
@@ -67,7 +67,14 @@ class OrderQuestionReader(GraphComponent, IntentClassifier):
         text = message.get(TEXT) or ""
         if text.startswith("/"):
             return
-        if self._read_updates(message, intent, text) or intent in ORDER_INTENTS:
+        if self._read_updates(message, intent, text):
+            return
+        if intent == "change_address" and not find_postcode(text) \
+                and any(q.topic == Topic.NOT_HOME for q in questions(text, dt.date.today())):
+            # "not home today, can you deliver it tomorrow instead": another day, not another address.
+            _set_intent(message, ASK_ABOUT_ORDER)
+            return
+        if intent in ORDER_INTENTS:
             return
         # The day only matters to the answer; any day finds the same questions.
         if questions(text, dt.date.today()):
