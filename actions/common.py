@@ -42,8 +42,10 @@ LEAVING = frozenset({"stop", "goodbye", "human_handoff", "insult"})
 #: Intents that pause a question for a word about it (help, "I don't know", "no", "are you a bot?"), unless the
 #: message also carries the answer ("no, it's WS-1043").
 PAUSING = frozenset({"ask_help", "dont_know", "deny", "bot_challenge"})
-#: Questions about the order that the rules answer in the middle of a form.
-DIGRESSIONS = frozenset({"order_status", "delivery_delay", "ask_delivery_address", "ask_about_order"})
+#: Questions about the order that the rules answer in the middle of a form, and consent to updates given or
+#: withdrawn there ("stop updates" while the bot asks for an email is not an email).
+DIGRESSIONS = frozenset({"order_status", "delivery_delay", "ask_delivery_address", "ask_about_order",
+                         "subscribe_updates", "unsubscribe_updates"})
 
 #: "I don't know", "I don't have it", "no idea": read from the text when the model took it for something else.
 _DONT_KNOW = re.compile(

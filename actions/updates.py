@@ -62,6 +62,10 @@ class ActionSubscribeUpdates(Action):
             # "keine Updates mehr bitte": whatever the classifier read, a refusal is never consent.
             return await ActionUnsubscribeUpdates().run(dispatcher, tracker, domain)
         number = await proven_order(tracker)
+        if number is None and tracker.active_loop_name:
+            # Asked while the bot checks the order: consent follows once it is verified.
+            dispatcher.utter_message(response="utter_updates_after_check")
+            return [SlotSet("updates_wanted", True)]
         if number is None:
             dispatcher.utter_message(response="utter_updates_which_order")
             return [SlotSet("pending_job", "status"), SlotSet("updates_wanted", True)]

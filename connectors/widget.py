@@ -513,7 +513,7 @@ class WidgetInput(SocketIOInput):
             ids = data.get("ids") if isinstance(data, dict) else None
             if session_id is None or not isinstance(ids, list):
                 return
-            wanted = [i for i in ids[:50] if isinstance(i, int) and not isinstance(i, bool) and i > 0]
+            wanted = ids[:50]  # mark_seen keeps only real ids of this conversation's own updates
             if wanted:
                 # Only this session's own updates can be confirmed: the conversation comes from the connection.
                 await self._store(lambda session: updates.mark_seen(

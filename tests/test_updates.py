@@ -296,6 +296,8 @@ def test_a_late_estimate_is_worded_as_the_feeds_range_after_the_promise(session,
     assert response == "utter_update_late_estimate"
     assert (variables["when"], variables["late"], variables["promised"]) == (
         "between Mon 23 and Tue 24 Nov", "up to 5 days", "Thu 19 Nov")
+    # The next step: a late claim fits from the promise plus POLICY_LATE_CLAIM_DAYS (7): Thu 26 Nov.
+    assert variables["next_step"] == "If it still isn't with you on Thu 26 Nov, tell me and we'll refund or replace it."
     # Once the whole window has gone by, no date is given as an estimate.
     _, response, variables = updates.wording(session=session, notification_id=row.id, settings=settings_with(),
                                              now=dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.timezone.utc))
@@ -357,3 +359,30 @@ def test_the_simulated_day_is_signed_and_comes_after_each_parcels_newest_scan(de
         assert update.checkpoints[-1].occurred_at > shipment.last_event_at
         signature = headers("s3cret", event.body)[aftership.SIGNATURE_HEADER]
         assert aftership.signature_is_valid("s3cret", event.body, signature)
+
+
+# --- attacker-review findings ----------------------------------------------------------------------
+
+
+def test_a_flood_of_conversations_cannot_make_one_order_write_hundreds_of_updates(session, parcel):
+    """30 conversations each proving one order and subscribing: only the newest five follow it."""
+    conversations = [f"rest:flood-{n:02d}" for n in range(30)]
+    for n, conversation in enumerate(conversations):
+        subscribe(session, conversation=conversation, now=NOW + dt.timedelta(seconds=n))
+    assert sorted(updates.subscriptions(session=session, conversation_id=c) != [] for c in conversations) == \
+        [False] * 25 + [True] * 5
+    result = feed(session, "OutForDelivery", "OutForDelivery_001", dt.datetime(2026, 11, 17, 6, 0,
+                                                                             tzinfo=dt.timezone.utc))
+    assert result.queued == updates.MAX_SUBSCRIPTIONS_PER_ORDER == 5
+    assert {r.conversation_id for r in queued(session)} == set(conversations[-5:])
+
+
+def test_a_widget_can_confirm_only_real_ids_of_its_own_updates(session, parcel):
+    subscribe(session)
+    feed(session, "OutForDelivery", "OutForDelivery_001", dt.datetime(2026, 11, 17, 6, 0, tzinfo=dt.timezone.utc))
+    [row_id] = updates.claim_due(session=session, now=NOW)
+    updates.finish(session=session, notification_id=row_id, state=NoticeState.SENT, now=NOW)
+    # Ids no column can hold (they made the server fail), negative ones, booleans and strings are ignored.
+    assert updates.mark_seen(session=session, conversation_id=CONVERSATION,
+                             notification_ids=[2**63, 10**30, -1, 0, True, "1", None], now=NOW) == 0
+    assert updates.mark_seen(session=session, conversation_id=CONVERSATION, notification_ids=[row_id], now=NOW) == 1

@@ -413,3 +413,31 @@ async def test_the_messenger_utility_template_is_sent_as_the_send_api_expects(fa
         "utility", "order_update", "en_US")
     assert [p["text"] for p in payload["components"][0]["parameters"]] == [
         "WS-1011", "held up by a problem", "Thu 10 Dec"]
+
+
+# --- attacker-review findings ---------------------------------------------------------------------
+
+
+def test_a_body_too_large_for_any_route_is_refused_before_it_is_read(live):
+    """A declared 90 MB body was read into memory before the webhook could refuse it; now 413 at once."""
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(live["url"])
+    with socket.create_connection((address.hostname, address.port), timeout=10) as raw:
+        raw.sendall(b"POST /webhooks/aftership/webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"aftership-hmac-sha256: AAAA\r\nContent-Length: 90000000\r\n\r\n{")
+        answer = raw.recv(4096)  # nothing more of the body is ever sent: the answer must come without it
+    assert answer.startswith(b"HTTP/1.1 413")
+
+
+def test_stop_updates_works_while_the_bot_is_asking_for_a_proof(live):
+    order, other = live["orders"]["split_shipment"], live["orders"]["late_with_reason"]
+    sender = "updates-midform"
+    verify(live, sender, order)
+    rest_say(live["url"], sender, "/subscribe_updates")
+    asked = " ".join(rest_say(live["url"], sender, f"and where is {other['order_number']}?"))
+    assert "email" in asked.lower()
+    said = " ".join(rest_say(live["url"], sender, "stop updates"))
+    assert "no more updates about order " + order["order_number"] in said
+    assert "doesn't look like" not in said

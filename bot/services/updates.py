@@ -42,6 +42,8 @@ from bot.store.queries import EventIn, add_events, get_order, get_shipment, ship
 
 #: How long a claim keeps a message from other processes.
 CLAIM_LEASE = dt.timedelta(seconds=60)
+#: Conversations that may follow one order at once; a newer consent ends the oldest.
+MAX_SUBSCRIPTIONS_PER_ORDER = 5
 #: Sending attempts before a message counts as failed.
 MAX_ATTEMPTS = 5
 #: The feed's estimate: (the day, the earliest, the latest), each of them possibly unknown.
@@ -91,8 +93,16 @@ def subscribe(*, session: Session, conversation_id: str, channel: str, order_num
                                  created_at=now)
         session.add(row)
     else:
-        row.ended_at, row.channel = None, channel
+        row.ended_at, row.channel, row.created_at = None, channel, now
     session.flush()
+    # One order is followed from a few conversations at most (the widget on two devices, WhatsApp): beyond
+    # MAX_SUBSCRIPTIONS_PER_ORDER the oldest consent ends, so a flood of conversations cannot make every
+    # carrier event for the order write hundreds of messages.
+    followers = list(session.scalars(select(UpdateSubscription).where(
+        UpdateSubscription.order_number == order_number, UpdateSubscription.ended_at.is_(None))
+        .order_by(UpdateSubscription.created_at.desc(), UpdateSubscription.id.desc())))
+    for old in followers[MAX_SUBSCRIPTIONS_PER_ORDER:]:
+        unsubscribe(session=session, conversation_id=old.conversation_id, order_number=order_number, now=now)
     order = get_order(session=session, number=order_number)
     for shipment in order.shipments if order else ():
         notice = notice_for(shipment_state(shipment, settings=settings, now=now),
@@ -403,9 +413,14 @@ def unseen_for(*, session: Session, conversation_id: str) -> List[Tuple[int, Lis
     return [(row.id, list(row.messages or [])) for row in rows]
 
 
-def mark_seen(*, session: Session, conversation_id: str, notification_ids: Iterable[int], now: dt.datetime) -> int:
-    """Record that the conversation's widget showed these updates."""
-    ids = [int(i) for i in notification_ids]
+#: Ids are the table's integer keys: anything outside this range names no update.
+_ID_RANGE = range(1, 2**31)
+
+
+def mark_seen(*, session: Session, conversation_id: str, notification_ids: Iterable[Any], now: dt.datetime) -> int:
+    """Record that the conversation's widget showed these updates (only its own; other ids are ignored)."""
+    ids = sorted({i for i in notification_ids
+                  if isinstance(i, int) and not isinstance(i, bool) and i in _ID_RANGE})[:100]
     if not ids:
         return 0
     result = session.execute(update(Notification).where(
@@ -453,7 +468,9 @@ def wording(*, session: Session, notification_id: int, settings: Settings, now: 
             ) -> Optional[Tuple[str, str, Dict[str, Any]]]:
     """(order number, response name, its variables) for an update, from the parcel's facts now."""
     from bot.domain.carriers import REASON_LABELS
+    from bot.domain.enums import ClaimReason
     from bot.domain.eta import describe_range
+    from bot.domain.tracking import claim_fits, late_claim_from
     from bot.services.answers import _hold_days, _missed_delivery, day
     from bot.services.eta import shipment_eta_range
 
@@ -474,6 +491,14 @@ def wording(*, session: Session, notification_id: int, settings: Settings, now: 
         variables["because"] = f" because of {REASON_LABELS[reason]}" if reason in REASON_LABELS else ""
         variables["next_step"] = _EXCEPTION_NEXT.get(str(reason), _EXCEPTION_NEXT_DEFAULT)
     elif kind == NoticeKind.LATE_ESTIMATE:
+        # What the shopper can do about it: the day a refund or replacement becomes possible, or that it is now.
+        if claim_fits(state, ClaimReason.LATE, settings.policy, today):
+            variables["next_step"] = "If you'd rather not wait, I can refund or replace it now: just ask."
+        else:
+            claim_from = late_claim_from(state, settings.policy)
+            variables["next_step"] = (f"If it still isn't with you on {day(claim_from, today)}, tell me and we'll "
+                                      "refund or replace it." if claim_from and claim_from > today else
+                                      "I'll tell you if it changes again.")
         # The range the status and delay answers give too (bot.services.eta), never a day already gone.
         estimate = shipment_eta_range(session=session, shipment=shipment, settings=settings, now=now, state=state)
         if estimate is None:

@@ -52,6 +52,15 @@ checks both halves.
   With WAL readers never wait for a writer and a commit no longer waits for
   the disk twice; a power cut can lose the last turns written, never the
   database.  PostgreSQL is left as configured.
+* **Requests are bounded.**  Sanic reads a whole request body into memory
+  before a route sees it, up to 100 MB, and Rasa allows an hour before a
+  request must be answered (for training over the API, which this project
+  does not use), so a stranger sending large or never-finished bodies could
+  hold memory on every webhook route for an hour.  Every channel's body is
+  small (a message, a signed webhook of at most 1 MiB): a body over
+  `MAX_REQUEST_BYTES` is refused with 413 from its `Content-Length`, before it
+  is read, and a request not answered within `RESPONSE_TIMEOUT_S` (a turn
+  takes seconds) is closed.
 """
 
 from __future__ import annotations
@@ -331,9 +340,33 @@ def _init(store: SQLTrackerStore, *args: Any, **kwargs: Any) -> None:
         store.sessionmaker = sessionmaker(bind=store.engine)
 
 
+#: The largest request body the Rasa server reads (a signed feed webhook is at most 1 MiB).
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+#: How long a request may take, body included, before the server closes it.
+RESPONSE_TIMEOUT_S = 120
+
+
+def _bounded(app: Any) -> Any:
+    app.config.REQUEST_MAX_SIZE = MAX_REQUEST_BYTES
+    app.config.RESPONSE_TIMEOUT = RESPONSE_TIMEOUT_S
+    return app
+
+
+def _configure_app(*args: Any, **kwargs: Any) -> Any:
+    """Rasa's `configure_app`, with the request limits above."""
+    assert _original_configure_app is not None
+    return _bounded(_original_configure_app(*args, **kwargs))
+
+
+_original_configure_app: Optional[Callable[..., Any]] = None
+
+
 def install() -> None:
     """Apply the changes to this process's Rasa classes (idempotent)."""
-    global _original_init, _original_close_resources
+    global _original_init, _original_close_resources, _original_configure_app
+    if _original_configure_app is None:
+        _original_configure_app = rasa.core.run.configure_app
+    rasa.core.run.configure_app = _configure_app
     RemoteAction._validate_action_result = validate_action_result
     if _original_init is None:
         _original_init = SQLTrackerStore.__init__
