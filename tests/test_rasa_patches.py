@@ -120,6 +120,10 @@ def test_the_rasa_server_process_installs_the_patches(unpatched, monkeypatch):
     """`python -m bot.serving.rasa_server` patches Rasa before Rasa's CLI runs."""
     monkeypatch.setattr(rasa_server.redaction, "install", lambda: None)
     monkeypatch.setenv("RASA_AUTH_TOKEN", "a-token-for-this-test-only-1234567890")
+    # Settings read earlier in this process (without a .env on a fresh clone) must not hide the variable.
+    from bot.config import get_settings
+
+    get_settings.cache_clear()
     seen: Dict[str, Any] = {}
 
     def fake_cli() -> None:
@@ -127,7 +131,10 @@ def test_the_rasa_server_process_installs_the_patches(unpatched, monkeypatch):
 
     monkeypatch.setattr("rasa.__main__.main", fake_cli)
     monkeypatch.setattr("sys.argv", ["rasa_server"])
-    rasa_server.main(["run", "--enable-api"])
+    try:
+        rasa_server.main(["run", "--enable-api"])
+    finally:
+        get_settings.cache_clear()
     assert seen["validator"] is rasa_patches.validate_action_result
 
 
