@@ -234,7 +234,9 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
         if asked.status_told != order.number:
             offer, told = _status(session, reply, order, asked, delay=job == Job.DELAY, then=True).offer, True
         _answer_questions(session, reply, order, found, conversation_id, offer, after_status=told)
-        return _without_repeats(reply)
+        reply = _without_repeats(reply)
+        # "notify me when it gets redelivered": the question is answered, and the consent is taken.
+        return _offer_updates(session, reply, order, conversation_id, asked) if asked.updates_wanted else reply
     if job == Job.DELAY:
         _status(session, reply, order, asked, delay=True, then=False)
         return _offer_updates(session, reply, order, conversation_id, asked)
@@ -264,26 +266,31 @@ def _job_reply(session: Session, conversation_id: str, number: str, job: str, cl
 def _offer_updates(session: Session, reply: Reply, order: Order, conversation_id: str, asked: Asked) -> Reply:
     """A status or delay answer that ends on "anything else?" offers updates instead, for a parcel on its way.
 
-    Not when the conversation already gets them for this order, was offered
-    them before (a "no" stands), or when every parcel has reached the end of
-    its journey.  A shopper who asked to be kept posted before the order was
-    verified gets them without being asked again.
+    Not when the conversation gets them for this order, had them and stopped
+    them, was offered them before (a "no" stands), or when every parcel has
+    reached the end of its journey.  A shopper who asked to be kept posted
+    before the order was verified gets them without being asked again, at the
+    end of whatever the answer ends with (a question about a colleague stays last).
     """
-    if not reply.messages or reply.messages[-1].get("response") != "utter_anything_else":
-        return reply
-    if not order.shipments or all(s.status in FINAL_STATUSES for s in order.shipments):
+    if not reply.messages or not order.shipments or all(s.status in FINAL_STATUSES for s in order.shipments):
         return reply
     if order.number in updates.subscriptions(session=session, conversation_id=conversation_id):
         return reply
+    last = reply.messages[-1].get("response")
     if asked.updates_wanted:
         ctx = context()
         updates.subscribe(session=session, conversation_id=conversation_id, channel=channel_of(conversation_id),
                           order_number=order.number, settings=ctx.settings, now=ctx.now())
-        reply.messages[-1] = {"response": "utter_updates_on", "number": order.number,
-                              "quiet": quiet_note(ctx.settings)}
+        done = {"response": "utter_updates_on", "number": order.number, "quiet": quiet_note(ctx.settings)}
+        if last == "utter_anything_else":
+            reply.messages[-1] = done
+        else:
+            reply.messages.insert(len(reply.messages) - 1 if last else len(reply.messages), done)
         reply.events.append(SlotSet("updates_wanted", None))
         return reply
-    if order.number in asked.updates_offered:
+    if last != "utter_anything_else" or order.number in asked.updates_offered:
+        return reply
+    if updates.followed_before(session=session, conversation_id=conversation_id, order_number=order.number):
         return reply
     reply.messages[-1] = {"response": "utter_offer_updates", "number": order.number}
     return reply

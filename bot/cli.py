@@ -206,7 +206,7 @@ def cmd_simulate_feed(settings: Settings, args: argparse.Namespace) -> int:
     import httpx
 
     from bot.domain.updates import in_quiet_hours, parse_quiet_hours
-    from bot.services.simulation import headers, plan
+    from bot.services.simulation import covered, headers, plan
     from bot.store import db
 
     if not settings.aftership_webhook_secret:
@@ -216,8 +216,13 @@ def cmd_simulate_feed(settings: Settings, args: argparse.Namespace) -> int:
     url = (args.url or settings.rasa_api_url).rstrip("/") + "/webhooks/aftership/webhook"
     with db.session_scope() as session:
         day = plan(session=session, settings=settings, now=utcnow(), only=tuple(args.order or ()))
+        orders = covered(session=session, settings=settings, now=utcnow())
     if not day:
-        print("No demo order has a parcel on its way: run `python -m bot seed-demo` first.", file=sys.stderr)
+        if args.order and orders:
+            print(f"The simulated day has no events for {', '.join(args.order)}; it covers the demo orders "
+                  f"{', '.join(orders)} (while their parcels are still on their way).", file=sys.stderr)
+        else:
+            print("No demo order has a parcel on its way: run `python -m bot seed-demo` first.", file=sys.stderr)
         return 1
     quiet = parse_quiet_hours(settings.notify_quiet_hours)
     if quiet and in_quiet_hours(utcnow().astimezone(settings.tz).time(), quiet):
@@ -239,6 +244,9 @@ def cmd_simulate_feed(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{event.order_number:<10} {event.what}: refused ({answer.status_code} {outcome.get('error', '')})")
             continue
         queued = outcome.get("updates_queued", 0)
+        if outcome.get("duplicate"):
+            print(f"{event.order_number:<10} {event.what}: sent before today, nothing changed")
+            continue
         print(f"{event.order_number:<10} {event.what}: stored {outcome.get('events_stored', 0)} event(s), "
               f"{queued} update(s) queued for subscribed shoppers")
     return 1 if failed else 0

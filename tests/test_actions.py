@@ -1264,3 +1264,29 @@ async def test_the_refund_or_replacement_button_asks_which_rather_than_booking_a
         events, _ = await run(ActionContinueJob(), track)
         assert slots_set(events).get("next_form") == "claim_form"
         assert slots_set(events).get("resolution_choice") == choice
+
+
+async def test_updates_stopped_in_a_conversation_are_not_offered_again_there(shop):
+    from actions.updates import ActionSubscribeUpdates, ActionUnsubscribeUpdates
+
+    order = shop["orders"]["split_shipment"]
+    sender = conversation()
+    slots = {"verified_order": order["order_number"]}
+    await run(ActionSubscribeUpdates(), tracker("keep me posted", "subscribe_updates", sender=sender, slots=slots))
+    await run(ActionUnsubscribeUpdates(), tracker("no more messages pls", "unsubscribe_updates", sender=sender,
+                                                  slots=slots))
+    _, messages = await run(ActionContinueJob(), tracker("where is it", "order_status", sender=sender,
+                                                         slots={**slots, "pending_job": "status"}))
+    assert messages[-1]["response"] == "utter_anything_else"
+
+
+@pytest.mark.parametrize("scenario, said, last", [
+    ("failed_attempt", "notify me when it gets redelivered pls", "utter_updates_on"),  # a question answered first
+    ("stalled", "any update? please let me know when it moves", "utter_offer_human"),  # the colleague stays last
+])
+async def test_asking_for_updates_is_consent_whatever_the_answer_ends_with(shop, scenario, said, last):
+    order = shop["orders"][scenario]
+    events, messages = await answer(order, "status", updates_wanted=True, order_question=said)
+    responses = [m.get("response") for m in messages]
+    assert "utter_updates_on" in responses and responses[-1] == last
+    assert slots_set(events)["updates_wanted"] is None

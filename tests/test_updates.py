@@ -219,27 +219,54 @@ def test_quiet_hours_are_read_in_the_shops_zone_and_can_be_turned_off():
             parse_quiet_hours(bad)
 
 
-def test_the_daily_cap_skips_what_goes_over_it_and_a_claim_is_one_processs(session, parcel):
+def test_the_daily_cap_is_each_conversations_and_a_claim_is_one_processs(session, parcel):
+    """Cap 2: a third update to one conversation the same shop day is skipped; another conversation's is not."""
     settings = settings_with(notify_max_per_order_per_day=2)
+    other = "whatsapp:31612345678"
+    subscribe(session, settings)
+
+    def send_all(now=NOW):
+        sent = 0
+        for notification_id in updates.claim_due(session=session, now=now):
+            if updates.prepare(session=session, notification_id=notification_id, settings=settings, now=now):
+                updates.finish(session=session, notification_id=notification_id, state=NoticeState.SENT, now=now)
+                sent += 1
+        return sent
+
+    feed(session, "OutForDelivery", "OutForDelivery_001", dt.datetime(2026, 11, 17, 6, 0, tzinfo=dt.timezone.utc),
+         settings=settings)
+    ids = updates.claim_due(session=session, now=NOW)
+    assert len(ids) == 1 and updates.claim_due(session=session, now=NOW) == []  # held by the claim
+    updates.finish(session=session, notification_id=ids[0], state=NoticeState.SENT, now=NOW)
+    feed(session, "AttemptFail", "AttemptFail_001", dt.datetime(2026, 11, 17, 7, 0, tzinfo=dt.timezone.utc),
+         settings=settings)
+    assert send_all() == 1
+    subscribe(session, settings, conversation=other)  # joins now: nothing sent to it yet today
+    feed(session, "AvailableForPickup", "AvailableForPickup_001",
+         dt.datetime(2026, 11, 17, 8, 0, tzinfo=dt.timezone.utc), settings=settings)
+    # The pickup: the first conversation has had its two today, the newcomer none.
+    assert send_all() == 1
+    states = {r.conversation_id: (r.state, r.outcome)
+              for r in session.scalars(select(Notification).where(Notification.kind == "pickup"))}
+    assert states[other][0] == "sent"
+    assert states[CONVERSATION][0] == "skipped" and "daily limit of 2" in states[CONVERSATION][1]
+    # The next shop day the cap starts again.
+    tomorrow = NOW + dt.timedelta(days=1)
+    assert updates.sent_today(session=session, order_number="WS-5001", now=tomorrow, settings=settings,
+                              conversation_id=CONVERSATION) == 0
+
+
+def test_another_conversations_updates_do_not_use_up_a_shoppers_cap(session, parcel):
+    settings = settings_with(notify_max_per_order_per_day=1)
     subscribe(session, settings)
     subscribe(session, settings, conversation="whatsapp:31612345678")
     feed(session, "OutForDelivery", "OutForDelivery_001", dt.datetime(2026, 11, 17, 6, 0, tzinfo=dt.timezone.utc),
          settings=settings)
     ids = updates.claim_due(session=session, now=NOW)
-    assert len(ids) == 2 and updates.claim_due(session=session, now=NOW) == []  # held by the claim
-    for notification_id in ids:
+    assert len(ids) == 2
+    for notification_id in ids:  # each conversation's first update of the day goes, although both are one order's
         assert updates.prepare(session=session, notification_id=notification_id, settings=settings, now=NOW)
         updates.finish(session=session, notification_id=notification_id, state=NoticeState.SENT, now=NOW)
-    feed(session, "AttemptFail", "AttemptFail_001", dt.datetime(2026, 11, 17, 8, 0, tzinfo=dt.timezone.utc),
-         settings=settings)
-    third = updates.claim_due(session=session, now=NOW)
-    assert len(third) == 2
-    assert updates.prepare(session=session, notification_id=third[0], settings=settings, now=NOW) is None
-    row = session.get(Notification, third[0])
-    assert row.state == "skipped" and "daily limit of 2" in row.outcome
-    # The next shop day the cap starts again.
-    tomorrow = NOW + dt.timedelta(days=1)
-    assert updates.sent_today(session=session, order_number="WS-5001", now=tomorrow, settings=settings) == 0
 
 
 def test_a_claim_left_by_a_dead_process_is_taken_after_the_lease(session, parcel):
@@ -327,6 +354,7 @@ def test_a_new_estimate_for_a_parcel_late_already_is_told(session, parcel):
     ("arrêtez les messages svp", False),
     ("stop texting me", False),
     ("hmm actually turn the updates back on", True),  # was read as stopping them
+    ("hmm actually on second thought turn them back on", True),
     ("can you keep me posted about WS-1008? ethan@example.com", True),
     ("can you let me know when my parcel moves?", True),
     ("ok let me know when it ships", True),
@@ -386,3 +414,34 @@ def test_a_widget_can_confirm_only_real_ids_of_its_own_updates(session, parcel):
     assert updates.mark_seen(session=session, conversation_id=CONVERSATION,
                              notification_ids=[2**63, 10**30, -1, 0, True, "1", None], now=NOW) == 0
     assert updates.mark_seen(session=session, conversation_id=CONVERSATION, notification_ids=[row_id], now=NOW) == 1
+
+
+def test_an_exception_without_a_known_reason_gives_the_carriers_words_and_the_link(session, parcel):
+    subscribe(session)
+    feed(session, "Exception", "Exception_005", dt.datetime(2026, 11, 17, 8, 0, tzinfo=dt.timezone.utc))
+    [row] = queued(session)
+    _, response, variables = updates.wording(session=session, notification_id=row.id, settings=settings_with(),
+                                             now=NOW)
+    assert response == "utter_update_exception"
+    assert variables["because"] == ' (they say: "Exception scan")'
+    assert variables["link"].endswith("JVGL0001") and variables["parcel"] == "your parcel"
+
+
+def test_an_update_about_one_of_several_parcels_says_which(session, parcel):
+    make_shipment(session, parcel.order, tracking="JVGL0002")
+    subscribe(session)
+    feed(session, "AttemptFail", "AttemptFail_001", dt.datetime(2026, 11, 17, 8, 0, tzinfo=dt.timezone.utc))
+    [row] = queued(session)
+    _, _, variables = updates.wording(session=session, notification_id=row.id, settings=settings_with(), now=NOW)
+    assert variables["parcel"] == "your DHL parcel ending 0001"
+
+
+def test_the_simulated_day_sent_twice_is_the_same_events(demo_session, settings):
+    from bot.services.simulation import plan
+    from tests.conftest import NOW as DEMO_NOW
+
+    first = [aftership.parse_webhook(e.body).event_id for e in plan(session=demo_session, settings=settings,
+                                                                   now=DEMO_NOW)]
+    again = [aftership.parse_webhook(e.body).event_id for e in plan(session=demo_session, settings=settings,
+                                                                   now=DEMO_NOW + dt.timedelta(minutes=7))]
+    assert first == again and len(set(first)) == len(first)

@@ -55,6 +55,8 @@ def notice_for(state: ShipmentState, *, notify_delivered: bool = False) -> Optio
         facts["reason"] = str(state.delay_reason)
     if state.status_scan is not None and state.status_scan.location:
         facts["location"] = state.status_scan.location
+    if state.status_scan is not None and state.status_scan.text:
+        facts["said"] = state.status_scan.text[:200]  # the carrier's own words, for a reason with no label
     if state.presumed_lost or status == Status.LOST:
         return Notice(NoticeKind.LOST, "lost", facts)
     if status == Status.DELIVERED:
@@ -143,7 +145,7 @@ _ASK = re.compile(
     r"\bkeep\s+me\s+(?:posted|updated|informed|in\s+the\s+loop)\b|\blet\s+me\s+know\s+(?:when|if|as\s+soon|once)\b"
     r"|\bnotify\s+me\b"
     r"|\b(?:message|text|ping|tell|alert|update)\s+me\s+(?:when|if|as\s+soon)\b|\bsend\s+me\s+(?:the\s+)?updates\b"
-    r"|\b(?:turn|switch)\s+(?:the\s+)?updates\s+(?:back\s+)?on\b|\bupdates?\s+(?:back\s+)?on\b"
+    r"|\b(?:turn|switch|put)\s+(?:the\s+)?(?:updates|notifications|them|it)\s+(?:back\s+)?on\b|\bupdates?\s+(?:back\s+)?on\b"
     r"|\b(?:start|resume|restart)\s+(?:the\s+)?updates\b|\btenez[- ]moi\s+au\s+courant\b|\bhalten\s+sie\s+mich\b"
     r"|\bmantenme\s+informad[oa]\b|\b(?:want|like|need|get)\s+(?:the\s+)?(?:updates|notifications)\b"
     r"|\b(?:updates|notifications)\s+(?:about|on|for)\s+(?:my|this|the|order|ws|#)",

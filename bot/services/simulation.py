@@ -62,7 +62,9 @@ def plan(*, session: Session, settings: Settings, now: dt.datetime, only: Sequen
         if row is None or (only and row["order_number"] not in only):
             continue
         order = get_order(session=session, number=row["order_number"])
-        parcels = [s for s in order.shipments if s.status not in FINAL_STATUSES] if order else []
+        if order is None:
+            continue
+        parcels = [s for s in order.shipments if s.status not in FINAL_STATUSES]
         if not parcels:
             continue
         shipment = parcels[-1]
@@ -77,12 +79,20 @@ def plan(*, session: Session, settings: Settings, now: dt.datetime, only: Sequen
             if estimate is not None:
                 on, earliest, latest = (today + dt.timedelta(days=n) for n in estimate)
                 days = (on, earliest, latest)
+            # One id per order, step and day, as AfterShip keeps one per event: running the day again
+            # changes nothing (a replay must not move a parcel back from "out for delivery").
             body = aftership.sample_webhook(tracking_number=shipment.tracking_number, slug=slug, tag=tag,
                                             subtag=subtag, message=message, checkpoint_time=when, location=place,
-                                            estimate=days)
-            out.append(Simulated(order.number, scenario, f"{message} ({subtag})",  # type: ignore[union-attr]
+                                            estimate=days, event_id=f"simulated-{today}-{order.number}-{subtag}")
+            out.append(Simulated(order.number, scenario, f"{message} ({subtag})",
                                  json.dumps(body).encode("utf-8")))
     return out
+
+
+def covered(*, session: Session, settings: Settings, now: dt.datetime) -> List[str]:
+    """The demo orders the simulated day has events for."""
+    rows = showcase(session=session, settings=settings, now=now)
+    return [row["order_number"] for row in rows if row["scenario"] in DAY]
 
 
 def headers(secret: str, body: bytes) -> Dict[str, Any]:

@@ -38,7 +38,7 @@ from bot.domain.enums import FeedSource, NoticeKind, NoticeState
 from bot.domain.updates import STATUS_KINDS, Notice, notice_for, parse_quiet_hours, release_time, shop_day_start
 from bot.store.importer import EventRowIn, as_aware, describe_errors
 from bot.store.models import FeedReceipt, Notification, Shipment, TrackingEvent, UpdateSubscription
-from bot.store.queries import EventIn, add_events, get_order, get_shipment, shipment_state
+from bot.store.queries import EventIn, add_events, get_order, get_shipment, shipment_state, shipment_tracking_url
 
 #: How long a claim keeps a message from other processes.
 CLAIM_LEASE = dt.timedelta(seconds=60)
@@ -132,6 +132,13 @@ def unsubscribe(*, session: Session, conversation_id: str, order_number: Optiona
                         .execution_options(synchronize_session=False))
     session.flush()
     return stopped
+
+
+def followed_before(*, session: Session, conversation_id: str, order_number: str) -> bool:
+    """Whether this conversation once had updates about the order and stopped them."""
+    return session.scalar(select(func.count()).select_from(UpdateSubscription).where(
+        UpdateSubscription.conversation_id == conversation_id, UpdateSubscription.order_number == order_number,
+        UpdateSubscription.ended_at.is_not(None))) > 0
 
 
 def subscriptions(*, session: Session, conversation_id: str) -> List[str]:
@@ -371,8 +378,8 @@ def prepare(*, session: Session, notification_id: int, settings: Settings, now: 
             Notification.conversation_id == row.conversation_id, Notification.shipment_id == row.shipment_id,
             Notification.id > row.id, Notification.state.in_((NoticeState.QUEUED.value, NoticeState.SENT.value)))):
         reason = "overtaken by a newer update about the same parcel"
-    elif sent_today(session=session, order_number=row.order_number, now=now, settings=settings) \
-            >= settings.notify_max_per_order_per_day:
+    elif sent_today(session=session, order_number=row.order_number, now=now, settings=settings,
+                    conversation_id=row.conversation_id) >= settings.notify_max_per_order_per_day:
         reason = f"the daily limit of {settings.notify_max_per_order_per_day} updates for this order was reached"
     if reason:
         row.state, row.outcome, row.claimed_at = NoticeState.SKIPPED.value, reason, None
@@ -382,11 +389,19 @@ def prepare(*, session: Session, notification_id: int, settings: Settings, now: 
                     attempts=int(row.attempts or 0))
 
 
-def sent_today(*, session: Session, order_number: str, now: dt.datetime, settings: Settings) -> int:
-    """Updates sent about `order_number` since midnight in the shop's zone (every conversation)."""
-    return int(session.scalar(select(func.count()).select_from(Notification).where(
+def sent_today(*, session: Session, order_number: str, now: dt.datetime, settings: Settings,
+               conversation_id: Optional[str] = None) -> int:
+    """Updates sent about `order_number` since midnight in the shop's zone, to one conversation (or all).
+
+    The daily cap is a shopper's: what other conversations following the same
+    order were sent does not use up theirs.
+    """
+    query = select(func.count()).select_from(Notification).where(
         Notification.order_number == order_number, Notification.state == NoticeState.SENT.value,
-        Notification.sent_at >= shop_day_start(now, settings.tz))) or 0)
+        Notification.sent_at >= shop_day_start(now, settings.tz))
+    if conversation_id is not None:
+        query = query.where(Notification.conversation_id == conversation_id)
+    return int(session.scalar(query) or 0)
 
 
 def finish(*, session: Session, notification_id: int, state: NoticeState, now: dt.datetime, outcome: str = "",
@@ -485,10 +500,20 @@ def wording(*, session: Session, notification_id: int, settings: Settings, now: 
     carrier = shipment.carrier.name
     facts = dict(row.facts or {})
     reason = facts.get("reason") or state.delay_reason
-    variables: Dict[str, Any] = {"number": row.order_number, "carrier": carrier}
+    order = shipment.order
+    several = len(order.shipments) > 1
+    variables: Dict[str, Any] = {
+        "number": row.order_number, "carrier": carrier, "link": shipment_tracking_url(shipment),
+        # An order in several parcels: which one ("your UPS parcel ending 8588").
+        "parcel": f"your {carrier} parcel ending {shipment.tracking_number[-4:]}" if several else "your parcel",
+    }
     kind = row.kind
     if kind == NoticeKind.EXCEPTION:
-        variables["because"] = f" because of {REASON_LABELS[reason]}" if reason in REASON_LABELS else ""
+        said = str(facts.get("said") or "").strip().rstrip(".")
+        if reason in REASON_LABELS:
+            variables["because"] = f" because of {REASON_LABELS[reason]}"
+        else:
+            variables["because"] = f" (they say: \"{said}\")" if said else ""
         variables["next_step"] = _EXCEPTION_NEXT.get(str(reason), _EXCEPTION_NEXT_DEFAULT)
     elif kind == NoticeKind.LATE_ESTIMATE:
         # What the shopper can do about it: the day a refund or replacement becomes possible, or that it is now.
