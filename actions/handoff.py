@@ -85,7 +85,7 @@ class ActionFallback(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                   domain: Dict[Text, Any]) -> List[EventType]:
-        reread = as_order_reference(tracker)
+        reread = as_order_reference(tracker) or as_reply_to_update(tracker)
         if reread:
             return reread
         if consecutive_fallbacks(tracker) >= 2:
@@ -96,6 +96,20 @@ class ActionFallback(Action):
             dispatcher.utter_message(response="utter_default")
             dispatcher.utter_message(response="utter_menu")
         return []
+
+
+#: A bare "why?" (and its kin): too short for the model, clear after an update.
+BARE_WHY = re.compile(r"^\W*(?:but\s+|and\s+|so\s+)?(?:why|how\s+come|what\s+happened|whats?\s+wrong)\W*$", re.I)
+
+
+def as_reply_to_update(tracker: Tracker) -> List[EventType]:
+    """"why?" right after a proactive update asks why about that order: read again as a delay question."""
+    text = (tracker.latest_message or {}).get("text") or ""
+    if not (last_response(tracker) or "").startswith("utter_update_") or not BARE_WHY.match(text):
+        return []
+    parse = {**(tracker.latest_message or {}), "intent": {"name": "delivery_delay", "confidence": 1.0}}
+    return [UserUtteranceReverted(), ActionExecuted("action_listen"),
+            UserUttered(text, parse_data=parse, input_channel=tracker.get_latest_input_channel())]
 
 
 def last_bot_text(tracker: Tracker) -> str:

@@ -1290,3 +1290,19 @@ async def test_asking_for_updates_is_consent_whatever_the_answer_ends_with(shop,
     responses = [m.get("response") for m in messages]
     assert "utter_updates_on" in responses and responses[-1] == last
     assert slots_set(events)["updates_wanted"] is None
+
+
+@pytest.mark.parametrize("said, reread", [("why?", True), ("but why", True), ("how come??", True),
+                                          ("why is the sky blue and what is love", False)])
+async def test_a_bare_why_after_an_update_is_a_delay_question_about_that_order(shop, said, reread):
+    update = {"event": "bot", "text": "Update on order WS-1009: UPS now expects ...",
+              "metadata": {"utter_action": "utter_update_late_estimate"}}
+    events, messages = await run(ActionFallback(), tracker(said, "nlu_fallback", history=[update]))
+    users = [e for e in events if e.get("event") == "user"]
+    if reread:
+        assert messages == [] and users[0]["parse_data"]["intent"]["name"] == "delivery_delay"
+    else:
+        assert users == [] and messages
+    # Without an update before it, "why?" is not understood as before.
+    events, messages = await run(ActionFallback(), tracker(said, "nlu_fallback"))
+    assert [e for e in events if e.get("event") == "user"] == []

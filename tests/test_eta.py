@@ -418,3 +418,17 @@ def test_a_range_from_history_is_given_as_the_shops_own(demo_session, settings):
     order.shipments[0].estimated_delivery = None  # no planned date, and no scan announced one
     said = " ".join(answers.status_answer(order, settings, NOW).messages)
     assert "Expected delivery: between today and tomorrow." in said and "DHL expects" not in said
+
+
+def test_after_a_delivery_missed_today_the_estimate_starts_on_the_next_working_day():
+    """'Expected delivery: today' beside 'they try again the next business day' (a blind-review finding)."""
+    from bot.domain.eta import eta_range
+
+    friday = dt.date(2026, 12, 4)
+    missed = eta_range(state_eta=friday, feed_earliest=None, feed_latest=None, history=None, last_scan_day=friday,
+                       today=friday, status="failed_attempt")
+    assert (missed.earliest, missed.latest) == (dt.date(2026, 12, 7), dt.date(2026, 12, 7))  # Monday
+    # A parcel simply on its way today keeps today.
+    moving = eta_range(state_eta=friday, feed_earliest=None, feed_latest=None, history=None, last_scan_day=friday,
+                       today=friday, status="in_transit")
+    assert moving.earliest == friday

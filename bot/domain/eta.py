@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from bot.domain.carriers import FINAL_STATUSES
+from bot.domain.enums import Status
 from bot.domain.tracking import add_business_days, business_days_between
 
 #: Where a range comes from (`EtaRange.source`).
@@ -129,6 +130,18 @@ def eta_range(*, state_eta: Optional[dt.date], feed_earliest: Optional[dt.date],
     """
     if status is not None and status in FINAL_STATUSES:
         return None
+    found = _from_sources(state_eta=state_eta, feed_earliest=feed_earliest, feed_latest=feed_latest,
+                          history=history, last_scan_day=last_scan_day, today=today, business_days=business_days)
+    if found is not None and status == Status.FAILED_ATTEMPT and last_scan_day == today and found.earliest <= today:
+        # Missed today: the carrier tries again from the next working day, never later today.
+        retry = days_after(today, 1, business_days=True)
+        found = EtaRange(retry, max(found.latest, retry), found.source)
+    return found
+
+
+def _from_sources(*, state_eta: Optional[dt.date], feed_earliest: Optional[dt.date], feed_latest: Optional[dt.date],
+                  history: Optional[Tuple[float, float]], last_scan_day: Optional[dt.date], today: dt.date,
+                  business_days: bool) -> Optional[EtaRange]:
     if feed_earliest is not None and feed_latest is not None:
         found = _clipped(feed_earliest, feed_latest, CARRIER, today)
         if found is not None:
