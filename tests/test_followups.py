@@ -362,3 +362,13 @@ def test_something_booked_just_after_midnight_in_the_shop_is_today_not_yesterday
 ])
 def test_consent_to_updates_is_read_from_the_words(text, heard, becomes):
     assert _classified(text, heard).get("intent")["name"] == becomes
+
+
+def test_a_claim_settled_just_after_midnight_in_the_shop_is_dated_in_the_shops_zone(settings):
+    from bot.services.claims import already_settled
+    from bot.store.models import Resolution
+
+    booked = Resolution(kind=ResolutionKind.RESHIP.value, amount=0, currency="EUR",
+                        created_at=dt.datetime(2026, 12, 7, 23, 20, tzinfo=dt.timezone.utc))  # 00:20 on Tue 8 Dec
+    _, wording = already_settled(booked, settings.tz)
+    assert "Tue 8 Dec" in str(wording)

@@ -69,7 +69,7 @@ def decide(*, session: Session, order: Order, reason: str, settings: Settings, n
     today = now.astimezone(settings.tz).date()
     existing = existing_resolution(session, order, reason)
     if existing is not None:
-        return Decision(ClaimOutcome.ALREADY, reason, *already_settled(existing), existing=existing)
+        return Decision(ClaimOutcome.ALREADY, reason, *already_settled(existing, settings.tz), existing=existing)
     found = parcels(order, settings, now)
     fitting = [p for p in found if _fits(p, reason, settings, today)]
     if not fitting:
@@ -104,9 +104,9 @@ def _repeat_claim(session: Session, order: Order, now: dt.datetime, window_days:
     return earlier is not None
 
 
-def already_settled(resolution: Resolution) -> Wording:
-    """The answer to a claim settled before: what was arranged, and when."""
-    when = day(resolution.created_at.date())
+def already_settled(resolution: Resolution, tz: dt.tzinfo) -> Wording:
+    """The answer to a claim settled before: what was arranged, and when (the day in the shop's zone)."""
+    when = day(resolution.created_at.astimezone(tz).date())
     if resolution.kind == ResolutionKind.REFUND:
         return "utter_claim_already_refunded", {"amount": str(resolution.amount), "currency": resolution.currency,
                                                 "date": when}
